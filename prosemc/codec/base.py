@@ -1,0 +1,41 @@
+"""The codec interface every token codec implements (training-free baseline, Meta AutoEncoder, ...).
+
+    tokens [N, D] float32 --encode--> EncodedTokens(params, layers=[bytes, ...])   coarse -> fine
+    any prefix layers[:k], k >= 1 --decode(params, shape)--> tokens' [N, D] float32
+
+`params` is a small JSON-able dict the decoder needs (step sizes, table ids, ...). It is written into the
+`.psem` header's "codec" section, so it must be fully determined before the first layer is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EncodedTokens:
+    """What a codec produces: decoder parameters plus one payload per layer, coarse to fine."""
+
+    params: dict[str, Any]
+    layers: list[bytes] = field(default_factory=list)
+
+
+class Codec(Protocol):
+    """A progressive token codec. Decoding any non-empty prefix of layers gives usable tokens."""
+
+    codec_id: str  # stable id written to the header, e.g. "sr-baseline/1"
+
+    def describe(self) -> dict[str, Any]:
+        """Header "codec" and "entropy" sections: {"codec": {...}, "entropy": {...}}, params excluded."""
+        ...
+
+    def encode(self, tokens: np.ndarray) -> EncodedTokens:
+        """Compress tokens [N, D] float32 into layers, coarse to fine."""
+        ...
+
+    def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
+        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
+        ...
