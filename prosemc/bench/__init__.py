@@ -1,0 +1,1 @@
+"""Benchmarks behind `prosemc bench`: results as JSON + Markdown (+ plots) under docs/bench/."""

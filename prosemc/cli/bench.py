@@ -1,0 +1,64 @@
+"""`prosemc bench ...`: benchmarks that write JSON + Markdown results under docs/bench/ (never timed tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import click
+
+from prosemc.cli import cli
+
+OUT = click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("docs/bench"),
+                   show_default=True, help="Folder for NAME.json and NAME.md.")
+AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def save(out_dir: Path, name: str, results: dict[str, Any], markdown: str, as_json: bool) -> None:
+    """Write NAME.json and NAME.md into out_dir and show the report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps({"machine": machine(), **results}, indent=1) + "\n")
+    (out_dir / f"{name}.md").write_text(markdown)
+    click.echo(json.dumps(results, sort_keys=True) if as_json else markdown)
+    click.echo(f"wrote {out_dir / name}.json and .md", err=True)
+
+
+@cli.group()
+def bench() -> None:
+    """Measure speed, memory and size; results go to docs/bench/ (compare only numbers from one run)."""
+
+
+@bench.command()
+@OUT
+@AS_JSON
+def container(out_dir: Path, as_json: bool) -> None:
+    """Read + verify throughput of a 10 MB, 10-layer .psem, and a cold `prosemc info` on it."""
+    from prosemc.bench import container as bench_container
+
+    results = bench_container.run()
+    save(out_dir, "container", results, bench_container.markdown(results, machine()), as_json)
+
+
+@bench.command()
+@OUT
+@AS_JSON
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs per step.")
+@click.option("--codec", "codec_name", default="baseline", show_default=True, help="Codec to measure.")
+def speed(out_dir: Path, as_json: bool, repeats: int, codec_name: str) -> None:
+    """Encode time per image (vision + codec), cold encode/query processes, peak RSS, bytes per layer (lite)."""
+    from rich.progress import Progress
+
+    from prosemc.bench import speed as bench_speed
+    from prosemc.photos import HELD_OUT, packaged_photos
+
+    with Progress(transient=True) as progress:
+        progress.add_task("measuring (≈1 min)…", total=None)
+        results = bench_speed.run(packaged_photos(HELD_OUT), repeats=repeats, codec_name=codec_name)
+    save(out_dir, f"speed-{results['codec'].split('/')[0]}", results, bench_speed.markdown(results, machine()), as_json)

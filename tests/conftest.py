@@ -1,0 +1,40 @@
+"""Shared fixtures: offline Hugging Face, a per-session model cache, real images as files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def cli_env() -> dict[str, str]:
+    """Environment for subprocesses: the venv's `prosemc` and the recipes in cli/ on PATH, offline."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{ROOT / 'cli'}{os.pathsep}{env.get('PATH', '')}"
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+@pytest.fixture(scope="session")
+def chelsea() -> Path:
+    return EXAMPLES / "chelsea.jpg"
+
+
+@pytest.fixture(scope="session")
+def coffee() -> Path:
+    return EXAMPLES / "coffee.jpg"
+
+
+def have_nc() -> bool:
+    return shutil.which("nc") is not None
