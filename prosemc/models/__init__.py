@@ -1,0 +1,25 @@
+"""Model registry: the built-in `lite` model, or any supported Hugging Face VLM by hub id or local folder.
+
+    load_model("lite")                                  -> LiteModel (EfficientNet-Lite0 + label bridge + SmolLM2)
+    load_model("HuggingFaceTB/SmolVLM-256M-Instruct")   -> split Hugging Face VLM
+"""
+
+from __future__ import annotations
+
+from prosemc.models.base import Answer, EdgeTokens, VisionLanguageModel
+
+DEFAULT_MODEL = "lite"
+
+
+def load_model(name: str = DEFAULT_MODEL) -> VisionLanguageModel:
+    """A split model by name; halves load lazily on first use."""
+    if name == "lite":
+        from prosemc.models.lite import LiteModel
+
+        return LiteModel()
+    from prosemc.models.hf import load_hf_model
+
+    return load_hf_model(name)
+
+
+__all__ = ["Answer", "EdgeTokens", "VisionLanguageModel", "DEFAULT_MODEL", "load_model"]

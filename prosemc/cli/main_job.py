@@ -1,0 +1,142 @@
+"""`prosemc encode`, `decode` and `query`: the main job, edge and cloud halves, over files or pipes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from prosemc.cli import cli
+from prosemc.cli.io import atomic_output, display_name, open_input
+
+FILE = click.Path(dir_okay=False, allow_dash=True)
+CODECS = ["baseline", "raw-f32", "raw-f16", "int8"]
+
+
+def _report(data: dict[str, Any], text: str, as_json: bool, to_stderr: bool) -> None:
+    """Print a JSON report or a human line; to stderr when stdout carries data."""
+    click.echo(json.dumps(data, sort_keys=True) if as_json else text, err=to_stderr or not as_json)
+
+
+@cli.command()
+@click.argument("image", type=FILE)
+@click.option("-o", "--output", required=True, type=FILE, help="The .psem to write, or - for stdout (written atomically).")
+@click.option("-m", "--model", default="lite", show_default=True,
+              help="'lite' (built in, offline) or a Hugging Face VLM id / local folder (LLaVA-1.5, SmolVLM, Qwen2-VL).")
+@click.option("--codec", "codec_name", type=click.Choice(CODECS), default="baseline", show_default=True,
+              help="Token codec: the training-free progressive 'baseline', or single-layer raw/int8 references.")
+@click.option("--layers", type=click.IntRange(min=1), help="Write only the first K layers.")
+@click.option("--max-bytes", type=click.IntRange(min=1), help="Write the largest layer prefix of at most N bytes.")
+@click.option("--json", "as_json", is_flag=True, help="Report sizes and timings as JSON (stderr when -o -).")
+def encode(image: str, output: str, model: str, codec_name: str, layers: int | None, max_bytes: int | None,
+           as_json: bool) -> None:
+    """Encode IMAGE (JPEG, PNG, WebP, BMP, GIF; or - for stdin) into a layered .psem.
+
+    Runs the model's vision encoder (the edge half), compresses its tokens into progressive layers and
+    writes them front to back, so the output can go straight into a pipe or socket.
+
+    \b
+      prosemc encode photo.jpg -o photo.psem
+      prosemc encode photo.jpg -o - --max-bytes 2000 | nc cloud 9000
+    """
+    from prosemc.models import load_model
+    from prosemc.models.images import load_image
+    from prosemc.pipeline import encode_image
+
+    start = time.perf_counter()
+    with open_input(image) as stream:
+        picture = load_image(stream.read() if image == "-" else image)
+    load_ms = (time.perf_counter() - start) * 1e3
+    vlm = load_model(model)
+    with atomic_output(output) as out:
+        report = encode_image(picture, out, vlm, codec_name=codec_name, max_layers=layers, max_bytes=max_bytes)
+    kept = report.layer_bytes[: report.layers_written]
+    data = {
+        "output": display_name(output, "<stdout>"), "model": report.model, "codec": report.codec,
+        "tokens": list(report.token_shape), "header_bytes": report.header_bytes, "layer_bytes": kept,
+        "layers": report.layers_written, "layers_produced": len(report.layer_bytes), "bytes": report.bytes_written,
+        "timings_ms": {"load_image": round(load_ms, 2), **{k: round(v, 2) for k, v in report.timings_ms.items()}},
+    }
+    text = (f"{display_name(output, '<stdout>')}: {report.layers_written} of {len(report.layer_bytes)} layers, "
+            f"{report.bytes_written} bytes (header {report.header_bytes}, layers {', '.join(map(str, kept))})")
+    _report(data, text, as_json, to_stderr=output == "-")
+
+
+@cli.command()
+@click.argument("source", metavar="IN", type=FILE)
+@click.option("-o", "--output", required=True, type=FILE, help="safetensors file for the tokens (written atomically).")
+@click.option("--layers", type=click.IntRange(min=1), help="Decode only the first K layers.")
+@click.option("--json", "as_json", is_flag=True, help="Report what was decoded as JSON.")
+def decode(source: str, output: str, layers: int | None, as_json: bool) -> None:
+    """Decode a .psem (or the prefix of it that arrived) into tokens [N, D] float32 in a safetensors file.
+
+    The tensor is named "tokens"; the file's metadata records the encoder, codec and layers used.
+    """
+    from safetensors.numpy import save
+
+    from prosemc.pipeline import read_tokens
+
+    with open_input(source) as stream:
+        decoded = read_tokens(stream, max_layers=layers)
+    _warn_if_incomplete(decoded)
+    meta = {"encoder": decoded.header.encoder, "codec": decoded.header.codec_id,
+            "layers_used": str(decoded.layers_used), "info": json.dumps(decoded.edge.info, sort_keys=True)}
+    with atomic_output(output) as out:
+        out.write(save({"tokens": decoded.edge.tokens}, metadata=meta))
+    data = {"output": display_name(output, "<stdout>"), "tokens": list(decoded.edge.tokens.shape),
+            "layers_used": decoded.layers_used, "layers_declared": decoded.header.layers,
+            "bytes_used": decoded.bytes_used, "encoder": decoded.header.encoder}
+    _report(data, f"decoded {decoded.layers_used} layers -> {data['output']} tokens {data['tokens']}", as_json,
+            to_stderr=output == "-")
+
+
+def _warn_if_incomplete(decoded: Any) -> None:
+    end = decoded.end
+    if end.status != "complete" or decoded.layers_used < end.layers:
+        click.echo(f"prosemc: {end.describe()}; using {decoded.layers_used} layers ({decoded.bytes_used} bytes)",
+                   err=True)
+
+
+@cli.command()
+@click.argument("source", metavar="IN", type=FILE)
+@click.argument("question")
+@click.option("-m", "--model", default=None,
+              help="The model to answer with; defaults to the one that encoded IN. A mismatch is refused.")
+@click.option("--layers", type=click.IntRange(min=1), help="Use only the first K layers.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print answer, labels, layers_used, bytes_used, model and timings as one JSON object.")
+def query(source: str, question: str, model: str | None, layers: int | None, as_json: bool) -> None:
+    """Answer QUESTION about the image in IN (a .psem file, or - for a pipe or socket).
+
+    Decodes the complete layers that arrived (a cut stream still answers from them, and says so on
+    stderr), rebuilds the visual tokens and runs the cloud half of the model on them.
+
+    \b
+      prosemc query photo.psem "what is shown?"
+      prosemc encode cam.jpg -o - | ssh cloud prosemc query - "what is shown?"
+    """
+    from prosemc.errors import InputError
+    from prosemc.models import load_model
+    from prosemc.pipeline import read_tokens
+
+    if not question.strip():
+        raise InputError("the question is empty; ask something, e.g. \"what is shown?\"")
+    start = time.perf_counter()
+    with open_input(source) as stream:
+        decoded = read_tokens(stream, max_layers=layers, expect_model=model)
+    decode_ms = (time.perf_counter() - start) * 1e3
+    _warn_if_incomplete(decoded)
+    start = time.perf_counter()
+    vlm = load_model(model or decoded.header.encoder)
+    answer = vlm.answer(decoded.edge, question)
+    answer_ms = (time.perf_counter() - start) * 1e3
+    labels = [{"label": name, "probability": round(float(p), 4)} for name, p in answer.labels] if answer.labels else None
+    data = {
+        "answer": answer.text, "labels": labels, "model": decoded.header.encoder, "codec": decoded.header.codec_id,
+        "layers_used": decoded.layers_used, "layers_declared": decoded.header.layers, "bytes_used": decoded.bytes_used,
+        "status": decoded.end.status, "timings_ms": {"read_decode": round(decode_ms, 2), "answer": round(answer_ms, 2)},
+    }
+    click.echo(json.dumps(data, sort_keys=True) if as_json else answer.text)

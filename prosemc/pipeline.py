@@ -1,0 +1,128 @@
+"""The main job as library calls: image -> `.psem` on the edge; `.psem` prefix -> tokens -> answer on the cloud.
+
+    encode_image:  image --model.encode_image--> tokens [N, D] --codec.encode--> layers --PsemWriter--> stream
+    read_tokens:   stream --PsemReader--> first k layers --codec.decode--> tokens' [N, D]
+    answer:        tokens' --model.answer--> Answer
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from prosemc import __version__
+from prosemc.codec import codec_from_header, make_codec
+from prosemc.errors import InputError, ModelError
+from prosemc.format import PsemHeader, PsemReader, PsemWriter, ReadEnd
+from prosemc.format.spec import CHUNK_FRAME, CRC
+from prosemc.format.writer import encode_header
+from prosemc.models import EdgeTokens, VisionLanguageModel
+
+
+@dataclass
+class EncodeReport:
+    """What `encode_image` wrote: layer sizes in the file, what the budget kept, and step timings."""
+
+    model: str
+    codec: str
+    token_shape: tuple[int, ...]
+    header_bytes: int
+    layer_bytes: list[int]  # file bytes of every layer the codec produced
+    layers_written: int
+    bytes_written: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def layers_within_budget(header_bytes: int, layer_bytes: list[int], max_layers: int | None, max_bytes: int | None) -> int:
+    """The largest k such that the first k layers respect both limits (0 if even layer 1 does not fit)."""
+    k, total = 0, header_bytes
+    for size in layer_bytes[: max_layers if max_layers is not None else len(layer_bytes)]:
+        if max_bytes is not None and total + size > max_bytes:
+            break
+        total += size
+        k += 1
+    return k
+
+
+def encode_image(
+    image: Any,
+    out: BinaryIO,
+    model: VisionLanguageModel,
+    *,
+    codec_name: str = "baseline",
+    max_layers: int | None = None,
+    max_bytes: int | None = None,
+) -> EncodeReport:
+    """Encode an RGB PIL image into a `.psem` stream, keeping the largest layer prefix within the limits."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    edge = model.encode_image(image)
+    timings["vision_encoder"] = (time.perf_counter() - start) * 1e3
+    codec = make_codec(codec_name)
+    start = time.perf_counter()
+    encoded = codec.encode(np.ascontiguousarray(edge.tokens, dtype=np.float32))
+    timings["codec"] = (time.perf_counter() - start) * 1e3
+    described = codec.describe()
+    header = PsemHeader(
+        encoder=model.model_id,
+        token_shape=tuple(edge.tokens.shape),
+        codec={**described["codec"], "params": encoded.params},
+        entropy=described["entropy"],
+        layers=len(encoded.layers),
+        metadata={"tool": f"prosemc {__version__}", "image": {"width": image.width, "height": image.height},
+                  "info": edge.info},
+    )
+    header_bytes = len(encode_header(header)[0])
+    layer_bytes = [CHUNK_FRAME.size + len(p) + CRC.size for p in encoded.layers]
+    keep = layers_within_budget(header_bytes, layer_bytes, max_layers, max_bytes)
+    if keep == 0:
+        need = header_bytes + layer_bytes[0]
+        raise InputError(f"--max-bytes {max_bytes} is too small: the header and layer 1 need {need} bytes; "
+                         f"raise it to at least {need}")
+    writer = PsemWriter(out, header)
+    for payload in encoded.layers[:keep]:
+        writer.add_layer(payload)
+    return EncodeReport(model.model_id, codec.codec_id, header.token_shape, header_bytes, layer_bytes, keep,
+                        writer.bytes_written, timings)
+
+
+@dataclass
+class DecodedTokens:
+    """Tokens rebuilt from the layers that arrived, with the header and how the stream ended."""
+
+    header: PsemHeader
+    edge: EdgeTokens  # tokens' [N, D] float32 + the model's side info from the header
+    layers_used: int
+    bytes_used: int
+    end: ReadEnd
+
+
+def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, expect_model: str | None = None) -> DecodedTokens:
+    """Read a `.psem` stream (file, pipe, socket) and decode its first `max_layers` complete layers."""
+    reader = PsemReader(stream)
+    header = reader.header
+    if expect_model is not None and expect_model != header.encoder:
+        raise ModelError(
+            f"this .psem was made by model {header.encoder!r}, not {expect_model!r}; "
+            f"query it with --model {header.encoder} (or re-encode the image with --model {expect_model})"
+        )
+    codec = codec_from_header(header.codec, header.entropy)
+    layers: list[bytes] = []
+    bytes_used = len(reader.header_bytes)
+    for chunk in reader:
+        if chunk.is_layer and (max_layers is None or len(layers) < max_layers):
+            layers.append(chunk.payload)
+            bytes_used = chunk.end
+    end = reader.end
+    assert end is not None
+    if not layers:
+        raise InputError(f"the .psem holds no complete layer ({end.describe()}); send at least layer 1")
+    if len(header.token_shape) != 2:
+        raise InputError(f"tokens in this .psem are {len(header.token_shape)}-D; prosemc decodes [N, D] tokens only")
+    n, d = header.token_shape
+    tokens = codec.decode(header.codec_params, layers, (n, d))
+    info = header.metadata.get("info", {})
+    return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used, end)
