@@ -85,9 +85,9 @@ def test_truncate_stdin_to_stdout_by_byte_budget_through_a_real_pipe():
 
 def test_truncate_budget_too_small_fails_cleanly_and_leaves_no_file(tmp_path):
     out = tmp_path / "x.psem"
-    result = run(["truncate", str(MULTI), "-o", str(out), "--max-bytes", "250"])
+    result = run(["truncate", str(MULTI), "-o", str(out), "--max-bytes", "230"])
     assert result.returncode == 2
-    assert "no layer fits in --max-bytes 250" in result.stderr.decode()
+    assert "no layer fits in --max-bytes 230" in result.stderr.decode()
     assert list(tmp_path.iterdir()) == []
 
 

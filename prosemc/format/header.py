@@ -44,15 +44,16 @@ class PsemHeader:
         return dict(self.codec.get("params") or {})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.extra,
-            "encoder": self.encoder,
-            "tokens": {"shape": list(self.token_shape), "dtype": self.token_dtype},
-            "codec": self.codec,
-            "entropy": self.entropy,
-            "layers": self.layers,
-            "metadata": self.metadata,
-        }
+        """The header as JSON-able data; defaults (float32 dtype, null model hash, empty metadata) are left out."""
+        tokens: dict[str, Any] = {"shape": list(self.token_shape)}
+        if self.token_dtype != "float32":
+            tokens["dtype"] = self.token_dtype
+        codec = {k: v for k, v in self.codec.items() if not (k == "model_sha256" and v is None)}
+        out = {**self.extra, "encoder": self.encoder, "tokens": tokens, "codec": codec, "entropy": self.entropy,
+               "layers": self.layers}
+        if self.metadata:
+            out["metadata"] = self.metadata
+        return out
 
     def to_json_bytes(self, limits: Limits = DEFAULT_LIMITS) -> bytes:
         """Canonical UTF-8 JSON (sorted keys, no spaces); validated by the same rules a reader applies."""
@@ -138,7 +139,7 @@ def header_from_json(body: bytes, limits: Limits = DEFAULT_LIMITS) -> PsemHeader
         encoder=encoder,
         token_shape=tuple(shape),
         token_dtype=dtype,
-        codec=codec,
+        codec={**codec, "model_sha256": sha},
         entropy=entropy,
         layers=layers,
         metadata=metadata,
