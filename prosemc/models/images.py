@@ -1,0 +1,141 @@
+"""Load a user's image file or bytes as an RGB PIL image, or refuse it with one clear InputError.
+
+    path | bytes --open (JPEG, PNG, WebP, BMP, GIF)--> size check --decode--> EXIF orientation
+          --> mode to RGB (alpha composited on white, 16-bit scaled, CMYK converted) --> PIL.Image "RGB"
+
+Pillow only; no torch, so the edge path can use it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from prosemc.errors import InputError
+
+# Pillow format names accepted (the JPEG opener also returns MPO, the multi-picture JPEG phones write).
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+# Largest image decoded, in pixels: Pillow's own decompression-bomb threshold (~89 Mpx, 256 MiB of RGBA).
+MAX_PIXELS = 89_478_485
+
+_HINT = "pass a JPEG, PNG, WebP, BMP or GIF file"
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def load_image(source: str | os.PathLike[str] | bytes) -> Image.Image:
+    """Read an image file (path) or its bytes and return it decoded as an RGB PIL image, EXIF-upright."""
+    name, data = _read_source(source)
+    if not data:
+        raise InputError(f"{name} is empty; {_HINT}")
+    with warnings.catch_warnings():
+        # The pixel limit is checked below against MAX_PIXELS, independent of Pillow's global setting.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = _open(name, data)
+        _check_size(name, image.size)
+        try:
+            image.load()
+        except Image.DecompressionBombError:
+            _check_size(name, image.size, force=True)
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise InputError(f"{name} is truncated or corrupt ({_reason(exc)}); {_HINT} that is complete") from None
+    image = _upright(image)
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB: transparency composited on white, 16/32-bit grey scaled to 0..255."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit grey (PNG and friends): 0..65535 maps linearly onto 0..255; mode I holds the same range.
+        grey = np.asarray(image).astype(np.float64)
+        grey = np.clip(grey, 0, 65535) / 257.0
+        return Image.fromarray(np.rint(grey).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        grey = np.clip(np.asarray(image, dtype=np.float64), 0.0, 255.0)
+        return Image.fromarray(np.rint(grey).astype(np.uint8), "L").convert("RGB")
+    if mode in _ALPHA_MODES or (mode in ("P", "L", "RGB", "1") and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV
+
+
+def _read_source(source: str | os.PathLike[str] | bytes) -> tuple[str, bytes]:
+    """Return (name for messages, raw bytes) of a path or a bytes object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "the image data", bytes(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputError(f"cannot read an image from a {type(source).__name__}; pass a file path or bytes")
+    path = Path(source)
+    try:
+        return path.name or str(path), path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist; pass the path of an image file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory; pass the path of an image file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({_reason(exc)}); check the path and its permissions") from None
+
+
+def _open(name: str, data: bytes) -> Image.Image:
+    """Identify the container; refuse anything that is not one of ACCEPTED_FORMATS."""
+    try:
+        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)) / 1e6:.0f} Mpx, " if found else ""
+        raise InputError(
+            f"{name} is too large to decode safely ({pixels}over the {MAX_PIXELS / 1e6:.0f} Mpx limit that guards "
+            "against decompression bombs); downscale it first"
+        ) from None
+    except UnidentifiedImageError:
+        other = _other_format(data)
+        if other:
+            raise InputError(f"{name} is a {other} image, which prosemc does not read; {_HINT}") from None
+        raise InputError(f"{name} is not an image (unrecognised data starting {data[:12]!r}); {_HINT}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InputError(f"{name} is a corrupt image ({_reason(exc)}); {_HINT}") from None
+
+
+def _other_format(data: bytes) -> str | None:
+    """Name the format if Pillow recognises the data as some image format outside ACCEPTED_FORMATS."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as other:
+                return other.format
+    except Exception:  # noqa: BLE001 - only used to word the message
+        return None
+
+
+def _check_size(name: str, size: tuple[int, int], force: bool = False) -> None:
+    """Refuse images over MAX_PIXELS before any pixel is decoded."""
+    width, height = size
+    if force or width * height > MAX_PIXELS:
+        raise InputError(
+            f"{name} is {width}x{height} pixels ({width * height / 1e6:.0f} Mpx), over the "
+            f"{MAX_PIXELS / 1e6:.0f} Mpx limit that guards against decompression bombs; downscale it first"
+        )
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag; an unreadable EXIF block leaves the image as stored."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (SyntaxError, ValueError, OSError, KeyError, TypeError, struct.error):
+        return image
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message, for a one-line error."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

