@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/prosemc info formats/vectors/multilayer.psem
+	$(PY) cli/demo.py
 
 # netcat is needed by the end-to-end pipe tests (real `nc` on loopback).
 test: install

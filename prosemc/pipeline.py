@@ -13,8 +13,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from prosemc import __version__
-from prosemc.codec import codec_from_header, make_codec
+from prosemc.codec import Codec, codec_from_header, make_codec
 from prosemc.errors import InputError, ModelError
 from prosemc.format import PsemHeader, PsemReader, PsemWriter, ReadEnd
 from prosemc.format.spec import CHUNK_FRAME, CRC
@@ -47,6 +46,27 @@ def layers_within_budget(header_bytes: int, layer_bytes: list[int], max_layers: 
     return k
 
 
+def build_psem(edge: EdgeTokens, model_id: str, codec: Codec,
+               metadata: dict[str, Any] | None = None) -> tuple[PsemHeader, list[bytes]]:
+    """Compress tokens [N, D] with `codec`: the self-describing header and the layer payloads, coarse to fine.
+
+    The header carries no optional metadata beyond the model's side information: on a thin link, every byte
+    of a 300-byte level counts.
+    """
+    encoded = codec.encode(np.ascontiguousarray(edge.tokens, dtype=np.float32))
+    described = codec.describe()
+    extra = {"info": edge.info} if edge.info else {}
+    header = PsemHeader(
+        encoder=model_id,
+        token_shape=tuple(edge.tokens.shape),
+        codec={**described["codec"], "params": encoded.params},
+        entropy=described["entropy"],
+        layers=len(encoded.layers),
+        metadata={**(metadata or {}), **extra},
+    )
+    return header, encoded.layers
+
+
 def encode_image(
     image: Any,
     out: BinaryIO,
@@ -63,27 +83,17 @@ def encode_image(
     timings["vision_encoder"] = (time.perf_counter() - start) * 1e3
     codec = make_codec(codec_name)
     start = time.perf_counter()
-    encoded = codec.encode(np.ascontiguousarray(edge.tokens, dtype=np.float32))
+    header, layers = build_psem(edge, model.model_id, codec)
     timings["codec"] = (time.perf_counter() - start) * 1e3
-    described = codec.describe()
-    header = PsemHeader(
-        encoder=model.model_id,
-        token_shape=tuple(edge.tokens.shape),
-        codec={**described["codec"], "params": encoded.params},
-        entropy=described["entropy"],
-        layers=len(encoded.layers),
-        metadata={"tool": f"prosemc {__version__}", "image": {"width": image.width, "height": image.height},
-                  "info": edge.info},
-    )
     header_bytes = len(encode_header(header)[0])
-    layer_bytes = [CHUNK_FRAME.size + len(p) + CRC.size for p in encoded.layers]
+    layer_bytes = [CHUNK_FRAME.size + len(p) + CRC.size for p in layers]
     keep = layers_within_budget(header_bytes, layer_bytes, max_layers, max_bytes)
     if keep == 0:
         need = header_bytes + layer_bytes[0]
         raise InputError(f"--max-bytes {max_bytes} is too small: the header and layer 1 need {need} bytes; "
                          f"raise it to at least {need}")
     writer = PsemWriter(out, header)
-    for payload in encoded.layers[:keep]:
+    for payload in layers[:keep]:
         writer.add_layer(payload)
     return EncodeReport(model.model_id, codec.codec_id, header.token_shape, header_bytes, layer_bytes, keep,
                         writer.bytes_written, timings)
@@ -100,8 +110,9 @@ class DecodedTokens:
     end: ReadEnd
 
 
-def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, expect_model: str | None = None) -> DecodedTokens:
-    """Read a `.psem` stream (file, pipe, socket) and decode its first `max_layers` complete layers."""
+def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None,
+                expect_model: str | None = None) -> DecodedTokens:
+    """Read a `.psem` stream (file, pipe, socket); decode its longest layer prefix within both limits."""
     reader = PsemReader(stream)
     header = reader.header
     if expect_model is not None and expect_model != header.encoder:
@@ -113,12 +124,15 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, expect_model
     layers: list[bytes] = []
     bytes_used = len(reader.header_bytes)
     for chunk in reader:
-        if chunk.is_layer and (max_layers is None or len(layers) < max_layers):
+        within = (max_layers is None or len(layers) < max_layers) and (max_bytes is None or chunk.end <= max_bytes)
+        if chunk.is_layer and within and len(layers) == chunk.seq:
             layers.append(chunk.payload)
             bytes_used = chunk.end
     end = reader.end
     assert end is not None
     if not layers:
+        if end.layers and max_bytes is not None:
+            raise InputError(f"--max-bytes {max_bytes} leaves no complete layer; raise it")
         raise InputError(f"the .psem holds no complete layer ({end.describe()}); send at least layer 1")
     if len(header.token_shape) != 2:
         raise InputError(f"tokens in this .psem are {len(header.token_shape)}-D; prosemc decodes [N, D] tokens only")

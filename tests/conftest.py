@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -34,7 +33,3 @@ def chelsea() -> Path:
 @pytest.fixture(scope="session")
 def coffee() -> Path:
     return EXAMPLES / "coffee.jpg"
-
-
-def have_nc() -> bool:
-    return shutil.which("nc") is not None

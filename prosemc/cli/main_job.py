@@ -69,8 +69,9 @@ def encode(image: str, output: str, model: str, codec_name: str, layers: int | N
 @click.argument("source", metavar="IN", type=FILE)
 @click.option("-o", "--output", required=True, type=FILE, help="safetensors file for the tokens (written atomically).")
 @click.option("--layers", type=click.IntRange(min=1), help="Decode only the first K layers.")
+@click.option("--max-bytes", type=click.IntRange(min=1), help="Decode only the layer prefix within N file bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Report what was decoded as JSON.")
-def decode(source: str, output: str, layers: int | None, as_json: bool) -> None:
+def decode(source: str, output: str, layers: int | None, max_bytes: int | None, as_json: bool) -> None:
     """Decode a .psem (or the prefix of it that arrived) into tokens [N, D] float32 in a safetensors file.
 
     The tensor is named "tokens"; the file's metadata records the encoder, codec and layers used.
@@ -80,7 +81,7 @@ def decode(source: str, output: str, layers: int | None, as_json: bool) -> None:
     from prosemc.pipeline import read_tokens
 
     with open_input(source) as stream:
-        decoded = read_tokens(stream, max_layers=layers)
+        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes)
     _warn_if_incomplete(decoded)
     meta = {"encoder": decoded.header.encoder, "codec": decoded.header.codec_id,
             "layers_used": str(decoded.layers_used), "info": json.dumps(decoded.edge.info, sort_keys=True)}
@@ -106,9 +107,11 @@ def _warn_if_incomplete(decoded: Any) -> None:
 @click.option("-m", "--model", default=None,
               help="The model to answer with; defaults to the one that encoded IN. A mismatch is refused.")
 @click.option("--layers", type=click.IntRange(min=1), help="Use only the first K layers.")
+@click.option("--max-bytes", type=click.IntRange(min=1), help="Use only the layer prefix within N file bytes.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print answer, labels, layers_used, bytes_used, model and timings as one JSON object.")
-def query(source: str, question: str, model: str | None, layers: int | None, as_json: bool) -> None:
+def query(source: str, question: str, model: str | None, layers: int | None, max_bytes: int | None,
+          as_json: bool) -> None:
     """Answer QUESTION about the image in IN (a .psem file, or - for a pipe or socket).
 
     Decodes the complete layers that arrived (a cut stream still answers from them, and says so on
@@ -126,7 +129,7 @@ def query(source: str, question: str, model: str | None, layers: int | None, as_
         raise InputError("the question is empty; ask something, e.g. \"what is shown?\"")
     start = time.perf_counter()
     with open_input(source) as stream:
-        decoded = read_tokens(stream, max_layers=layers, expect_model=model)
+        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes, expect_model=model)
     decode_ms = (time.perf_counter() - start) * 1e3
     _warn_if_incomplete(decoded)
     start = time.perf_counter()
