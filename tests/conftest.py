@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# User state goes to a per-run temp dir, never ~/.cache: SmolLM2 is converted once per test run.
+os.environ["PROSEMC_CACHE"] = tempfile.mkdtemp(prefix="prosemc-test-cache-")
+
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(os.environ["PROSEMC_CACHE"], ignore_errors=True)  # ~0.5 GB of converted SmolLM2
+
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -1,12 +1,12 @@
 """The built-in `lite` model with its real weights: EfficientNet-Lite0 tokens, ImageNet labels, SmolLM2 answers.
 
-SmolLM2 is converted once per test run into a temporary PROSEMC_CACHE (about 20-30 s on two cores), so the
+SmolLM2 is converted once per test run into the run's temporary PROSEMC_CACHE (about 20-30 s on two cores), so the
 conversion, the atomic cache and the reload are all exercised and the user's own cache is never touched.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +42,9 @@ def lite() -> LiteModel:
 
 
 @pytest.fixture(scope="module")
-def llm_cache(tmp_path_factory: pytest.TempPathFactory):
-    """A fresh cache folder with SmolLM2 converted into it once; removed afterwards (it holds ~0.5 GB)."""
-    folder = tmp_path_factory.mktemp("prosemc-cache")
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
+def llm_cache() -> Path:
+    """The test run's fresh PROSEMC_CACHE (set up and removed by conftest); SmolLM2 is converted into it once."""
+    return Path(os.environ["PROSEMC_CACHE"])
 
 
 @pytest.fixture(scope="module")
