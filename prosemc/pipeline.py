@@ -18,7 +18,7 @@ from prosemc.errors import InputError, ModelError
 from prosemc.format import PsemHeader, PsemReader, PsemWriter, ReadEnd
 from prosemc.format.spec import CHUNK_FRAME, CRC
 from prosemc.format.writer import encode_header
-from prosemc.models import EdgeTokens, VisionLanguageModel
+from prosemc.models import DEFAULT_MODEL, EdgeTokens, VisionLanguageModel, load_model
 
 
 @dataclass
@@ -110,16 +110,10 @@ class DecodedTokens:
     end: ReadEnd
 
 
-def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None,
-                expect_model: str | None = None) -> DecodedTokens:
+def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None) -> DecodedTokens:
     """Read a `.psem` stream (file, pipe, socket); decode its longest layer prefix within both limits."""
     reader = PsemReader(stream)
     header = reader.header
-    if expect_model is not None and expect_model != header.encoder:
-        raise ModelError(
-            f"this .psem was made by model {header.encoder!r}, not {expect_model!r}; "
-            f"query it with --model {header.encoder} (or re-encode the image with --model {expect_model})"
-        )
     codec = codec_from_header(header.codec, header.entropy)
     layers: list[bytes] = []
     bytes_used = len(reader.header_bytes)
@@ -140,3 +134,21 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
     tokens = codec.decode(header.codec_params, layers, (n, d))
     info = header.metadata.get("info", {})
     return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used, end)
+
+
+def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageModel:
+    """The model that decodes tokens of `encoder_id` (a header's "encoder"): `requested`, or the built-in one.
+
+    Hugging Face models are recorded as `<name>@<config hash>`, which names no folder, so their `.psem` files
+    need `--model` with the checkpoint; a model whose id differs from the file's is refused.
+    """
+    if requested is None:
+        if encoder_id != DEFAULT_MODEL:
+            raise ModelError(f"this .psem was made by model {encoder_id!r}; pass that checkpoint (hub id or folder) "
+                             "with --model")
+        requested = encoder_id
+    model = load_model(requested)
+    if model.model_id != encoder_id:
+        raise ModelError(f"this .psem was made by model {encoder_id!r}, not {model.model_id!r}; query it with that "
+                         f"model (or re-encode the image with --model {requested})")
+    return model

@@ -105,7 +105,8 @@ def _warn_if_incomplete(decoded: Any) -> None:
 @click.argument("source", metavar="IN", type=FILE)
 @click.argument("question")
 @click.option("-m", "--model", default=None,
-              help="The model to answer with; defaults to the one that encoded IN. A mismatch is refused.")
+              help="The model to answer with: 'lite' for files it encoded (the default), else the Hugging Face "
+                   "checkpoint (hub id or folder) that encoded IN. A mismatch with the file is refused.")
 @click.option("--layers", type=click.IntRange(min=1), help="Use only the first K layers.")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Use only the layer prefix within N file bytes.")
 @click.option("--json", "as_json", is_flag=True,
@@ -122,18 +123,17 @@ def query(source: str, question: str, model: str | None, layers: int | None, max
       prosemc encode cam.jpg -o - | ssh cloud prosemc query - "what is shown?"
     """
     from prosemc.errors import InputError
-    from prosemc.models import load_model
-    from prosemc.pipeline import read_tokens
+    from prosemc.pipeline import model_for, read_tokens
 
     if not question.strip():
         raise InputError("the question is empty; ask something, e.g. \"what is shown?\"")
     start = time.perf_counter()
     with open_input(source) as stream:
-        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes, expect_model=model)
+        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes)
     decode_ms = (time.perf_counter() - start) * 1e3
     _warn_if_incomplete(decoded)
     start = time.perf_counter()
-    vlm = load_model(model or decoded.header.encoder)
+    vlm = model_for(decoded.header.encoder, model)
     answer = vlm.answer(decoded.edge, question)
     answer_ms = (time.perf_counter() - start) * 1e3
     labels = [{"label": name, "probability": round(float(p), 4)} for name, p in answer.labels] if answer.labels else None
