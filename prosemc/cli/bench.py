@@ -30,6 +30,13 @@ def save(out_dir: Path, name: str, results: dict[str, Any], markdown: str, as_js
     click.echo(f"wrote {out_dir / name}.json and .md", err=True)
 
 
+def heldout_photos() -> dict[str, object]:
+    """name -> RGB PIL image of the packaged photos that codec training never sees."""
+    from prosemc.codec.tokens_cache import builtin_sources
+
+    return {source.name: source.load() for source in builtin_sources("heldout")}
+
+
 @cli.group()
 def bench() -> None:
     """Measure speed, memory and size; results go to docs/bench/ (compare only numbers from one run)."""
@@ -50,15 +57,40 @@ def container(out_dir: Path, as_json: bool) -> None:
 @OUT
 @AS_JSON
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs per step.")
-@click.option("--codec", "codec_name", default="baseline", show_default=True, help="Codec to measure.")
+@click.option("--codec", "codec_name", default="metaae", show_default=True, help="Codec to measure.")
 def speed(out_dir: Path, as_json: bool, repeats: int, codec_name: str) -> None:
     """Encode time per image (vision + codec), cold encode/query processes, peak RSS, bytes per layer (lite)."""
     from rich.progress import Progress
 
     from prosemc.bench import speed as bench_speed
-    from prosemc.photos import HELD_OUT, packaged_photos
 
     with Progress(transient=True) as progress:
         progress.add_task("measuring (≈1 min)…", total=None)
-        results = bench_speed.run(packaged_photos(HELD_OUT), repeats=repeats, codec_name=codec_name)
+        results = bench_speed.run(heldout_photos(), repeats=repeats, codec_name=codec_name)
     save(out_dir, f"speed-{results['codec'].split('/')[0]}", results, bench_speed.markdown(results, machine()), as_json)
+
+
+@bench.command()
+@OUT
+@AS_JSON
+@click.option("-m", "--model", default="lite", show_default=True, help="Model whose tokens are coded.")
+@click.option("--codec", "codecs", multiple=True, help="Codec(s) at every level; default: metaae and baseline.")
+@click.option("--answers/--no-answers", default=True, show_default=True,
+              help="Measure answer consistency (runs the language model per scheme, level and photo).")
+def rd(out_dir: Path, as_json: bool, model: str, codecs: tuple[str, ...], answers: bool) -> None:
+    """Rate vs fidelity of every scheme on the held-out packaged photos: table, budgets, plot, latency model."""
+    from rich.progress import Progress
+
+    from prosemc.bench import rd as bench_rd
+    from prosemc.models import load_model
+
+    chosen = list(codecs) or ["metaae", "baseline"]
+    photos = heldout_photos()
+    with Progress(transient=True) as progress:
+        task = progress.add_task("evaluating", total=len(photos))
+        evaluation, results = bench_rd.run(photos, load_model(model), chosen, answers=answers,
+                                           progress=lambda name: progress.update(task, advance=1, description=name))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_name = f"rd-{model.replace('/', '_')}.png"
+    bench_rd.plot(evaluation, out_dir / plot_name)
+    save(out_dir, f"rd-{model.replace('/', '_')}", results, bench_rd.markdown(results, machine(), plot_name), as_json)

@@ -13,7 +13,7 @@ from prosemc.cli import cli
 from prosemc.cli.io import atomic_output, display_name, open_input
 
 FILE = click.Path(dir_okay=False, allow_dash=True)
-CODECS = ["baseline", "raw-f32", "raw-f16", "int8"]
+CODECS = ["metaae", "baseline", "raw-f32", "raw-f16", "int8"]
 
 
 def _report(data: dict[str, Any], text: str, as_json: bool, to_stderr: bool) -> None:
@@ -26,12 +26,13 @@ def _report(data: dict[str, Any], text: str, as_json: bool, to_stderr: bool) -> 
 @click.option("-o", "--output", required=True, type=FILE, help="The .psem to write, or - for stdout (written atomically).")
 @click.option("-m", "--model", default="lite", show_default=True,
               help="'lite' (built in, offline) or a Hugging Face VLM id / local folder (LLaVA-1.5, SmolVLM, Qwen2-VL).")
-@click.option("--codec", "codec_name", type=click.Choice(CODECS), default="baseline", show_default=True,
-              help="Token codec: the training-free progressive 'baseline', or single-layer raw/int8 references.")
+@click.option("--codec", "codec_name", type=click.Choice(CODECS), default=None,
+              help="Token codec. Default: 'metaae' (the trained Meta AutoEncoder) for lite, 'baseline' (training-free, "
+                   "progressive, any model) otherwise; raw-f32/raw-f16/int8 are single-layer references.")
 @click.option("--layers", type=click.IntRange(min=1), help="Write only the first K layers.")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Write the largest layer prefix of at most N bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Report sizes and timings as JSON (stderr when -o -).")
-def encode(image: str, output: str, model: str, codec_name: str, layers: int | None, max_bytes: int | None,
+def encode(image: str, output: str, model: str, codec_name: str | None, layers: int | None, max_bytes: int | None,
            as_json: bool) -> None:
     """Encode IMAGE (JPEG, PNG, WebP, BMP, GIF; or - for stdin) into a layered .psem.
 

@@ -1,0 +1,157 @@
+"""`prosemc bench rd`: rate against fidelity per scheme on held-out photos, budgets, plots and a latency model.
+
+    eval rows (bytes, token cosine, top-1 agreement, answer consistency) per scheme and level
+    budget table: at 256 B ... 4 KB each image sends its largest level that fits
+    latency at 1 Mbps uplink + 200 ms round trip, from measured compute times and bytes:
+      full-edge   vision + answer on the edge CPU
+      full-cloud  JPEG q90 of the photo up, vision + answer in the cloud
+      split k     edge vision + codec, level-k bytes up, cloud decode + answer
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from prosemc.evaluate import BUDGETS, DEFAULT_QUESTION, Evaluation, evaluate
+
+UPLINK_BITS_PER_S = 1_000_000
+ROUND_TRIP_S = 0.2
+
+
+def _best_s(fn: Callable[[], Any], repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def transfer_s(nbytes: float) -> float:
+    """Seconds to push `nbytes` up a 1 Mbps link, plus one round trip."""
+    return nbytes * 8 / UPLINK_BITS_PER_S + ROUND_TRIP_S
+
+
+def latency(photos: dict[str, Any], model: Any, codec_name: str, evaluation: Evaluation) -> dict[str, Any]:
+    """Measured compute times per stage (means over photos) and the modelled end-to-end latency per path."""
+    from prosemc.codec import make_codec
+
+    codec = make_codec(codec_name)
+    stages: dict[str, list[float]] = {"vision": [], "codec_encode": [], "codec_decode_all": [], "answer": [],
+                                      "jpeg_q90_encode": [], "jpeg_q90_bytes": []}
+    for image in photos.values():
+        edge = model.encode_image(image)
+        encoded = codec.encode(edge.tokens)
+        stages["vision"].append(_best_s(lambda: model.encode_image(image)))
+        stages["codec_encode"].append(_best_s(lambda: codec.encode(edge.tokens)))
+        stages["codec_decode_all"].append(_best_s(lambda: codec.decode(encoded.params, encoded.layers,
+                                                                        edge.tokens.shape)))
+        stages["answer"].append(_best_s(lambda: model.answer(edge, DEFAULT_QUESTION), repeats=2))
+        buffer = io.BytesIO()
+        stages["jpeg_q90_encode"].append(_best_s(lambda: image.save(io.BytesIO(), format="JPEG", quality=90)))
+        image.save(buffer, format="JPEG", quality=90)
+        stages["jpeg_q90_bytes"].append(buffer.tell())
+    mean = {k: statistics.mean(v) for k, v in stages.items()}
+    paths = [
+        {"path": "full-edge", "bytes": 200, "edge_s": mean["vision"] + mean["answer"], "cloud_s": 0.0},
+        {"path": "full-cloud (JPEG q90)", "bytes": mean["jpeg_q90_bytes"], "edge_s": mean["jpeg_q90_encode"],
+         "cloud_s": mean["vision"] + mean["answer"]},
+    ]
+    scheme = codec.codec_id.split("/")[0] if codec_name != "baseline" else "baseline"
+    for row in evaluation.rows():
+        if row["scheme"] == codec_name:
+            paths.append({"path": f"split {scheme} level {row['level']}", "bytes": row["bytes"],
+                          "edge_s": mean["vision"] + mean["codec_encode"],
+                          "cloud_s": mean["codec_decode_all"] + mean["answer"]})
+    for p in paths:
+        p["transfer_s"] = transfer_s(p["bytes"])
+        p["total_s"] = p["edge_s"] + p["transfer_s"] + p["cloud_s"]
+        for key in ("bytes", "edge_s", "cloud_s", "transfer_s", "total_s"):
+            p[key] = round(p[key], 4 if key != "bytes" else 1)
+    return {"stages_s": {k: round(v, 4) for k, v in mean.items()}, "paths": paths,
+            "assumptions": f"{UPLINK_BITS_PER_S / 1e6:g} Mbps uplink, {ROUND_TRIP_S * 1e3:g} ms round trip, "
+                           "edge and cloud compute both measured on this CPU (the answer text down is free)"}
+
+
+def plot(evaluation: Evaluation, path: Path) -> None:
+    """Bytes (log) against top-1 agreement and answer consistency, one curve per scheme."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = evaluation.rows()
+    schemes = list(dict.fromkeys(r["scheme"] for r in rows))
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for axis, key, title in zip(axes, ("top1_agreement", "answer_consistency", "token_cosine"),
+                                ("top-1 label agreement", "answer consistency (MiniLM cosine)", "token cosine")):
+        for scheme in schemes:
+            points = sorted((r["bytes"], r[key]) for r in rows if r["scheme"] == scheme and r[key] is not None)
+            if points:
+                axis.plot(*zip(*points), marker="o", label=scheme)
+        for budget in BUDGETS:
+            axis.axvline(budget, color="grey", lw=0.5, ls=":")
+        axis.set_xscale("log")
+        axis.set_xlabel("bytes sent per image (log)")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(f"{evaluation.model}: rate vs fidelity on {len(evaluation.images)} held-out photos")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def run(photos: dict[str, Any], model: Any, codecs: list[str], answers: bool = True,
+        progress: Callable[[str], None] | None = None) -> tuple[Evaluation, dict[str, Any]]:
+    """Evaluate every scheme, then the budget table and the latency model for the first codec."""
+    evaluation = evaluate(photos, model, codecs, answers=answers, progress=progress)
+    results = {
+        **evaluation.to_json(),
+        "photos": evaluation.images,
+        "budgets": [row for budget in BUDGETS for row in evaluation.at_budget(budget)],
+        "latency": latency(photos, model, codecs[0], evaluation),
+    }
+    return evaluation, results
+
+
+def _cell(value: Any) -> str:
+    return "—" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+
+def markdown(results: dict[str, Any], machine: str, plot_name: str) -> str:
+    lines = [
+        "# `prosemc bench rd` — rate vs fidelity",
+        "",
+        f"Model `{results['model']}` on {results['images']} held-out packaged photos ({', '.join(results['photos'])}); "
+        f"machine: {machine}. Every metric compares with the uncompressed tokens of the same photo. Bytes are "
+        "whole `.psem` files (header included) for token codecs, the JSON text for the paper's scheme, and the "
+        "image file for JPEG/WebP (the encoder's 224 px input crop, best quality within the budget, smaller "
+        "resolutions when even quality 1 does not fit).",
+        "",
+        f"![rate vs fidelity]({plot_name})",
+        "",
+        "## Every scheme and level",
+        "",
+        "| scheme | level | bytes | token cosine | top-1 agreement | answer consistency |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {r['scheme']} | {r['level']} | {r['bytes']:.0f} | {_cell(r['token_cosine'])} | "
+              f"{_cell(r['top1_agreement'])} | {_cell(r['answer_consistency'])} |" for r in results["rows"]]
+    lines += ["", "## At a byte budget (each photo sends its largest level that fits; a photo with none scores 0)", "",
+              "| budget | scheme | photos that fit | mean bytes | top-1 agreement | answer consistency |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['budget']} | {r['scheme']} | {r['images_fitting']} | {_cell(r['bytes'])} | "
+              f"{_cell(r['top1_agreement'])} | {_cell(r['answer_consistency'])} |" for r in results["budgets"]]
+    lat = results["latency"]
+    lines += ["", f"## Latency model ({lat['assumptions']})", "",
+              "Measured stage times (s, mean over photos): " +
+              ", ".join(f"{k} {v}" for k, v in lat["stages_s"].items()), "",
+              "| path | bytes up | edge s | transfer s | cloud s | total s |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {p['path']} | {p['bytes']:.0f} | {p['edge_s']:.3f} | {p['transfer_s']:.3f} | {p['cloud_s']:.3f} | "
+              f"{p['total_s']:.3f} |" for p in lat["paths"]]
+    return "\n".join(lines) + "\n"

