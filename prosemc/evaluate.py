@@ -44,12 +44,12 @@ def token_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
 
 
-def codec_levels(scheme: str, codec_name: str, edge: EdgeTokens, model_id: str) -> list[Sent]:
+def codec_levels(codec_name: str, edge: EdgeTokens, model_id: str) -> list[Sent]:
     """Every layer prefix of a codec: the whole `.psem` size (header included) and the decoded tokens."""
     codec = make_codec(codec_name)
     header, layers = build_psem(edge, model_id, codec)
     shape = edge.tokens.shape
-    return [Sent(scheme, k, len(dumps(header, layers[:k])), codec.decode(header.codec_params, layers[:k], shape))
+    return [Sent(codec_name, k, len(dumps(header, layers[:k])), codec.decode(header.codec_params, layers[:k], shape))
             for k in range(1, len(layers) + 1)]
 
 
@@ -196,10 +196,10 @@ def schemes_for_image(image: Any, edge: EdgeTokens, model: VisionLanguageModel, 
     """Everything sent for one image: each codec's levels, plus raw/int8/paper/JPEG/WebP when `paper` is given."""
     sent: list[Sent] = []
     for name in codecs:
-        sent += codec_levels(name, name, edge, model.model_id)
+        sent += codec_levels(name, edge, model.model_id)
     if paper is not None:
         for name in ("raw-f16", "int8"):
-            sent += codec_levels(name, name, edge, model.model_id)
+            sent += codec_levels(name, edge, model.model_id)
         sent += paper.levels(edge.tokens)
         for fmt in ("JPEG", "WEBP"):
             sent += image_codec_levels(fmt, image, model)

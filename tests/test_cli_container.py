@@ -109,3 +109,13 @@ def test_help_teaches_the_main_commands():
     assert result.exit_code == 0
     for word in ("info", "truncate", "prosemc encode img.jpg -o x.psem"):
         assert word in result.output
+
+
+def test_bench_container_writes_its_results(tmp_path):
+    result = CliRunner().invoke(cli, ["bench", "container", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["layers"] == 10 and data["file_bytes"] > 10_000_000 and data["read_verify_mb_per_s"] > 0
+    saved = json.loads((tmp_path / "container.json").read_text())
+    assert saved["file_bytes"] == data["file_bytes"] and "machine" in saved
+    assert "read + verify every CRC" in (tmp_path / "container.md").read_text()

@@ -1,4 +1,4 @@
-"""Run a command as a fresh process and measure its wall time and peak resident memory."""
+"""Timing helpers: best-of-N wall time of a call, and a fresh process's wall time and peak resident memory."""
 
 from __future__ import annotations
 
@@ -6,6 +6,17 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
+
+
+def best_seconds(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
+    """Minimum wall seconds over `repeats` calls (the run least disturbed by other load), and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
 
 
 @dataclass(frozen=True)

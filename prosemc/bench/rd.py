@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import io
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
+from prosemc.bench.process import best_seconds
 from prosemc.evaluate import BUDGETS, DEFAULT_QUESTION, Evaluation, evaluate
 
 UPLINK_BITS_PER_S = 1_000_000
@@ -23,12 +23,7 @@ ROUND_TRIP_S = 0.2
 
 
 def _best_s(fn: Callable[[], Any], repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_seconds(fn, repeats)[0]
 
 
 def transfer_s(nbytes: float) -> float:

@@ -17,24 +17,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from prosemc.bench.process import run_process
+from prosemc.bench.process import best_seconds, run_process
 
 
 def _best_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Minimum wall time over `repeats` calls (the least disturbed by other load), and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, (time.perf_counter() - start) * 1e3)
-    return best, result
+    seconds, result = best_seconds(fn, repeats)
+    return seconds * 1e3, result
 
 
 def run(photos: dict[str, Any], repeats: int = 5, codec_name: str = "baseline") -> dict[str, Any]:
     """Measure everything on `photos` (name -> RGB PIL image); returns the JSON-able results."""
     from prosemc.codec import make_codec
     from prosemc.models.lite import LiteModel
-    from prosemc.pipeline import encode_image
+    from prosemc.pipeline import encode_image, read_tokens
 
     model, codec = LiteModel(), make_codec(codec_name)
     first = next(iter(photos.values()))
@@ -60,8 +55,6 @@ def run(photos: dict[str, Any], repeats: int = 5, codec_name: str = "baseline") 
         encode_cold = run_process([*prosemc, "encode", str(image_path), "-o", str(psem_path)])
         query_cold = run_process([*prosemc, "query", str(psem_path), "what is shown?"])
         info_cold = run_process([*prosemc, "info", str(psem_path)])
-        from prosemc.pipeline import read_tokens
-
         with open(psem_path, "rb") as f:
             decoded = read_tokens(f)
     start = time.perf_counter()

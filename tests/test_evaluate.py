@@ -1,0 +1,79 @@
+"""`prosemc eval` and its pieces: rows per scheme and level, budgets, the references' byte sizes."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from prosemc.cli import cli
+from prosemc.evaluate import Evaluation, Sent, float32_json, image_at_budget, token_cosine
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, coffee):
+    path = tmp_path_factory.mktemp("eval")
+    shutil.copy(coffee, path / "coffee.jpg")
+    (path / "notes.txt").write_text("not an image, skipped by suffix")
+    return path
+
+
+def test_eval_json_rows_cover_every_scheme_and_improve_with_level(folder):
+    result = CliRunner().invoke(cli, ["eval", "--images", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["model"], data["images"]) == ("lite", 1)
+    schemes = {r["scheme"] for r in data["rows"]}
+    assert schemes == {"metaae", "baseline", "raw-f16", "int8", "paper-json", "jpeg", "webp"}
+    for scheme in ("metaae", "baseline", "paper-json", "webp"):
+        rows = [r for r in data["rows"] if r["scheme"] == scheme]
+        assert [r["level"] for r in rows] == list(range(1, len(rows) + 1))
+        assert all(a["bytes"] < b["bytes"] for a, b in zip(rows, rows[1:]))
+        assert rows[-1]["token_cosine"] > rows[0]["token_cosine"]
+    metaae = [r for r in data["rows"] if r["scheme"] == "metaae"]
+    assert len(metaae) == 6 and metaae[-1]["token_cosine"] > 0.99 and metaae[-1]["top1_agreement"] == 1.0
+    assert all(r["answer_consistency"] is None for r in data["rows"])
+    assert [r["bytes"] for r in data["rows"] if r["scheme"] == "webp"][:2] == pytest.approx([256, 512], abs=12)
+
+
+def test_eval_answers_measure_consistency(folder):
+    result = CliRunner().invoke(cli, ["eval", "--images", str(folder), "--codec", "metaae", "--no-references",
+                                      "--answers", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["scheme"] for r in rows] == ["metaae"] * 6
+    assert all(0.0 <= r["answer_consistency"] <= 1.0 + 1e-6 for r in rows)
+    assert rows[-1]["answer_consistency"] > 0.99  # the full stream gives the uncompressed answer back
+
+
+def test_eval_refuses_a_folder_without_images(tmp_path):
+    result = CliRunner().invoke(cli, ["eval", "--images", str(tmp_path)])
+    assert result.exit_code == 2 and "no images in" in result.output
+
+
+def test_at_budget_takes_each_images_largest_fitting_level_and_scores_misses_zero():
+    evaluation = Evaluation("m", images=["a", "b"])
+    for image, sizes in (("a", [100, 300]), ("b", [200, 600])):
+        for level, size in enumerate(sizes, start=1):
+            evaluation.add(image, Sent("s", level, size, np.zeros(1)),
+                           {"token_cosine": level / 2, "top1_agreement": 1.0, "answer_consistency": None})
+    (row,) = evaluation.at_budget(300)
+    assert row["images_fitting"] == 2 and row["bytes"] == 250 and row["token_cosine"] == 0.75
+    (row,) = evaluation.at_budget(150)
+    assert row["images_fitting"] == 1 and row["top1_agreement"] == 0.5 and row["answer_consistency"] is None
+
+
+def test_float32_json_round_trips_and_image_at_budget_fits():
+    values = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    assert np.array_equal(np.array(json.loads(float32_json(values)), dtype=np.float32), values)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    for budget in (300, 2000):
+        data = image_at_budget(image, "WEBP", budget)
+        assert data is not None and len(data) <= budget
+        assert Image.open(io.BytesIO(data)).format == "WEBP"
+    assert token_cosine(np.ones((2, 2)), 2 * np.ones((2, 2))) == pytest.approx(1.0)
