@@ -216,7 +216,7 @@ class PaperBasis:
 
     @classmethod
     def fit(cls, model: VisionLanguageModel) -> "PaperBasis":
-        from prosemc.codec.tokens_cache import builtin_sources
+        from prosemc.training.photos import builtin_sources
 
         tokens = np.concatenate([model.encode_image(s.load()).tokens for s in builtin_sources("train")])
         mean = tokens.mean(axis=0)

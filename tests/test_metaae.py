@@ -145,7 +145,7 @@ def test_hostile_payloads_raise_codec_error_only(codec, heldout_tokens) -> None:
 
 def test_numpy_matches_torch(codec, heldout_tokens) -> None:
     torch = pytest.importorskip("torch")
-    from prosemc.codec.metaae_train import load_model
+    from prosemc.training.fit import load_model
 
     model = load_model(default_weights_path())
     weights = codec.weights

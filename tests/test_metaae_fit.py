@@ -1,4 +1,4 @@
-"""`prosemc fit` / metaae_train.fit: tiny runs on two photos: resume from a checkpoint, same seed, user errors."""
+"""`prosemc fit` / training.fit.fit: tiny runs on two photos: resume from a checkpoint, same seed, user errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 pytest.importorskip("torch")
 
 from prosemc.codec.metaae import MetaAutoEncoderCodec  # noqa: E402
-from prosemc.codec.metaae_train import fit  # noqa: E402
+from prosemc.training.fit import fit  # noqa: E402
 from prosemc.errors import InputError, ModelError  # noqa: E402
 
 TINY = dict(levels=[4, 8], epochs=3, seed=3, views=3, quiet=True,

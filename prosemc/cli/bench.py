@@ -32,7 +32,7 @@ def save(out_dir: Path, name: str, results: dict[str, Any], markdown: str, as_js
 
 def heldout_photos() -> dict[str, object]:
     """name -> RGB PIL image of the packaged photos that codec training never sees."""
-    from prosemc.codec.tokens_cache import builtin_sources
+    from prosemc.training.photos import builtin_sources
 
     return {source.name: source.load() for source in builtin_sources("heldout")}
 

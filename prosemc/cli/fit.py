@@ -49,8 +49,8 @@ def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs:
 
     An interrupted run resumes from its checkpoint (beside the output) when started again with the same options.
     """
-    from prosemc.codec.metaae_train import fit as run_fit
-    from prosemc.codec.tokens_cache import sources_from
+    from prosemc.training.fit import fit as run_fit
+    from prosemc.training.photos import sources_from
 
     sources_from(images)  # user errors (missing folder, no images) before torch loads
     report = run_fit(model_name, images, out_path, _levels(levels), epochs, seed, variant=variant, views=views,

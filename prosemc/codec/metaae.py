@@ -11,7 +11,7 @@
     nested:   y = E(x) [N, L]; layer k codes channels m_{k-1}..m_k; x'_k = clamp(D(y'[:m_k], 0 beyond), 0, 6)
     residual: layer k codes E_k(x - x'_{k-1}); x'_k = clamp(s_k), s_k = s_{k-1} + D_k(y'_k)
 
-The weights (safetensors, written by `prosemc.codec.metaae_train` / `prosemc fit`) are named by their sha256 in
+The weights (safetensors, written by `prosemc.training.fit` / `prosemc fit`) are named by their sha256 in
 the header's codec.model_sha256; a file made with other weights is refused with both hashes named. Symbols,
 tables and every coding context are integers, so the entropy-coded bits are identical on every machine; the
 float decoder matches the torch model within float32 rounding (see tests/test_metaae.py).

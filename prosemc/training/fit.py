@@ -1,6 +1,6 @@
 """Training the Meta AutoEncoder (torch): one model, every level of the progressive metaae/1 codec.
 
-    photos --augment, frozen edge half in a child process (tokens_cache)--> tokens x [B, 49, 1280] (cached)
+    photos --augment, frozen edge half in a child process (training.photos)--> tokens x [B, 49, 1280] (cached)
     shipped (pooled, diagonal):  m = mean_n clip(x)  [B, 1, D];  y = m * a + c;  m' = clamp((y' ) * a' + c', 0, 6)
     dense variants:  nested  y = E(x) [B, N, L]; level k sends channels m_{k-1}..m_k; x'_k = clamp(D(y'[:m_k]))
                      residual  y_k = E_k(x - x'_{k-1});  x'_k = clamp(s_k),  s_k = s_{k-1} + D_k(y'_k)
@@ -719,7 +719,7 @@ def fit(
     With max_steps the run stops there after saving its checkpoint (out_path is not written); calling fit again
     with the same arguments resumes and ends with the same weights as an uninterrupted run.
     """
-    from prosemc.codec.tokens_cache import builtin_sources, extract_tokens, missing_photos, sources_from
+    from prosemc.training.photos import builtin_sources, extract_tokens, missing_photos, sources_from
 
     if model_name not in SUPPORTED_MODELS:
         raise ModelError(f"prosemc fit knows the models {', '.join(SUPPORTED_MODELS)}, not {model_name!r}")
@@ -784,13 +784,13 @@ def fit(
 
 def _fill_cache_in_child(images: Any, indices: list[int], views: int, seed: int, cache: Path | None, threads: int,
                          heldout: bool) -> None:
-    """Run tokens_cache.fill_cache in a spawned child process (no-op when nothing is missing)."""
+    """Run photos.fill_cache in a spawned child process (no-op when nothing is missing)."""
     if not indices:
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from prosemc.codec.tokens_cache import fill_cache
+    from prosemc.training.photos import fill_cache
 
     images_arg = str(images) if isinstance(images, (str, os.PathLike)) else [str(p) for p in images]
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
