@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from prosemc.codec.entropy import PRECISION_BITS, FrequencyTable
+from prosemc.codec.entropy import PRECISION_BITS, FrequencyTable, payload_words
 from prosemc.errors import CodecError
 
 _WORD_BITS = 32
@@ -62,12 +62,7 @@ class PortableAnsReader:
 
     def __init__(self, coder_id: str, payload: bytes) -> None:
         self.coder_id = coder_id
-        if len(payload) % 4:
-            raise CodecError(
-                f"corrupt {coder_id} payload: {len(payload)} bytes is not a whole number of 32-bit words; "
-                "the layer was truncated or damaged, re-send it"
-            )
-        self._words = np.frombuffer(payload, dtype="<u4").tolist()
+        self._words = payload_words(coder_id, payload).tolist()
         self._state = 0
         if self._words:
             first = self._words.pop()

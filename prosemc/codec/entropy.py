@@ -134,6 +134,16 @@ def _categorical(table: FrequencyTable):  # -> constriction.stream.model.Categor
     return constriction.stream.model.Categorical((table.weights - 1).astype(np.float64), perfect=False)
 
 
+def payload_words(coder_id: str, payload: bytes) -> np.ndarray:
+    """An ANS payload as its little-endian 32-bit words [W] uint32; CodecError if it is not whole words."""
+    if len(payload) % 4:
+        raise CodecError(
+            f"corrupt {coder_id} payload: {len(payload)} bytes is not a whole number of 32-bit words; "
+            "the layer was truncated or damaged, re-send it"
+        )
+    return np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+
+
 class ConstrictionAnsReader:
     """Reads symbol groups from a constriction-ans/1 payload."""
 
@@ -141,12 +151,7 @@ class ConstrictionAnsReader:
         import constriction
 
         self.coder_id = coder_id
-        if len(payload) % 4:
-            raise CodecError(
-                f"corrupt {coder_id} payload: {len(payload)} bytes is not a whole number of 32-bit words; "
-                "the layer was truncated or damaged, re-send it"
-            )
-        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        words = payload_words(coder_id, payload)
         try:
             self._coder = constriction.stream.stack.AnsCoder(words)
         except Exception as error:  # constriction rejects some malformed word sequences up front
