@@ -9,15 +9,12 @@ import click
 
 from prosemc.cli import cli
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
-
-
 def images_in(folder: Path) -> dict[str, object]:
     """name -> RGB PIL image for every image file directly in `folder` (sorted by name)."""
     from prosemc.errors import InputError
-    from prosemc.models.images import load_image
+    from prosemc.models.images import image_files, load_image
 
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = image_files(folder)
     if not paths:
         raise InputError(f"no images in {folder}; put JPEG, PNG, WebP, BMP or GIF files there")
     return {p.name: load_image(str(p)) for p in paths}

@@ -29,6 +29,14 @@ _HINT = "pass a JPEG, PNG, WebP, BMP or GIF file"
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (by suffix), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def load_image(source: str | os.PathLike[str] | bytes) -> Image.Image:
     """Read an image file (path) or its bytes and return it decoded as an RGB PIL image, EXIF-upright."""
     name, data = _read_source(source)

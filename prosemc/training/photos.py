@@ -23,10 +23,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from prosemc.errors import InputError
+from prosemc.models.images import IMAGE_SUFFIXES, image_files
 
 AUG_VERSION = 1  # bump when augment_view changes: cached tokens of another version are never reused
 VIEW_SIZE = 224
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 # Packaged photos: name -> where it comes from. Licences: scikit-image data (CC0 / public domain / BSD, see
 # skimage/data/README), scikit-learn sample images (china, flower: CC-BY, Flickr), matplotlib grace_hopper
@@ -133,7 +133,7 @@ def sources_from(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str
         if not folder.exists():
             raise InputError(f"{folder} does not exist; pass a folder of training images or 'builtin'")
         if folder.is_dir():
-            paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            paths = image_files(folder)
             if not paths:
                 raise InputError(
                     f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); add some, or pass 'builtin'"
