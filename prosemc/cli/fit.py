@@ -7,6 +7,7 @@ import json
 import click
 
 from prosemc.cli import cli
+from prosemc.cli.options import threads_option
 from prosemc.errors import InputError
 
 
@@ -39,6 +40,7 @@ def _levels(value: str | None) -> list[int] | None:
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
               help="Report held-out metrics (builtin photos never trained on).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+@threads_option
 def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs: int | None, seed: int, variant: str,
         views: int | None, cache_dir: str | None, max_steps: int | None, evaluate: bool, as_json: bool) -> None:
     """Train metaae/1 weights for MODEL's tokens on unlabeled images (progress on stderr).
