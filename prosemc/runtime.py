@@ -2,10 +2,9 @@
 
     resolve_threads(n)  n, else $PROSEMC_THREADS, else default_threads() (half the usable cores, at least 1)
     limit_threads(n)    apply it: torch now if loaded (intra- and inter-op), else through the OMP/MKL/OpenBLAS
-                        variables it reads when it loads (intra-op, at most one per core; its inter-op pool
-                        starts only for code that
-                        forks work, which prosemc's models do not); running BLAS pools via threadpoolctl;
-                        child processes inherit the variables
+                        variables it reads when it loads (intra-op, at most one per core; its inter-op
+                        pool starts only for code that forks work, which prosemc's models do not);
+                        running BLAS pools via threadpoolctl; child processes inherit the variables
     onnx_session_options(n)   onnxruntime.SessionOptions with the same count
 
 Why not the libraries' defaults: torch starts one busy-waiting OpenMP thread per core. With another process
