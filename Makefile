@@ -29,7 +29,7 @@ test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install
-	$(VENV)/bin/prosemc bench speed
+	$(VENV)/bin/prosemc bench speed --out docs/bench
 
 clean-venv:
 	rm -rf $(VENV)

@@ -148,4 +148,4 @@ class Progress:
 
 
 def _number(value: float | None) -> str:
-    return "?" if value is None else (f"{value:g}" if value != int(value) else str(int(value)))
+    return "?" if value is None else str(int(value))  # whole units done (a stage may report fractions)
