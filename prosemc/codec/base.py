@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: importing the registry (and the CLI) stays free of numpy
+    import numpy as np
 
 
 @dataclass(frozen=True)
