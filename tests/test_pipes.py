@@ -72,14 +72,14 @@ def wait_listening(port: int, timeout: float = 30) -> None:
 
 
 @pytest.mark.skipif(shutil.which("nc") is None, reason="`make test` installs netcat; run the suite through make")
-@pytest.mark.parametrize("budget", [None, 1500])
-def test_netcat_recipe_on_loopback(chelsea, cli_env, budget):
+@pytest.mark.parametrize("budget, form", [(None, []), (1500, []), (384, ["--compact"])])
+def test_netcat_recipe_on_loopback(chelsea, cli_env, budget, form):
     port = free_port()
     server = subprocess.Popen(["psem-serve", str(port), "what is shown?", "--json"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, env=cli_env)
     try:
         wait_listening(port)
-        extra = ["--max-bytes", str(budget)] if budget else []
+        extra = form + (["--max-bytes", str(budget)] if budget else [])
         sent = subprocess.run(["psem-send", str(chelsea), "127.0.0.1", str(port), *extra], capture_output=True,
                               env=cli_env, timeout=300)
         assert sent.returncode == 0, sent.stderr

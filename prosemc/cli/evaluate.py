@@ -41,14 +41,17 @@ def format_table(rows: list[dict]) -> str:
               help="Also measure answer consistency (runs the language model per scheme and level: slow).")
 @click.option("--references/--no-references", default=True, show_default=True,
               help="Include raw float16, int8, the paper's JSON chunks, JPEG and WebP.")
+@click.option("--compact/--no-compact", default=True, show_default=True,
+              help="Also size each codec level in the compact .psem form (scheme '<codec>-compact').")
 @click.option("--json", "as_json", is_flag=True, help="Print {model, images, rows: [...]} as JSON.")
 @threads_option
 def evaluate_command(folder: Path, model: str, codecs: tuple[str, ...], answers: bool, references: bool,
-                     as_json: bool) -> None:
+                     compact: bool, as_json: bool) -> None:
     """Measure bytes, token cosine, top-1 agreement and answer consistency per scheme and level.
 
     Every metric compares against the uncompressed tokens of the same image. JPEG and WebP send the
     encoder's 224 px input crop at the best quality within 256 B ... 4 KB; the cloud re-runs the encoder.
+    A codec's "-compact" rows are the same levels in the compact form (header named by its profile).
     """
     from prosemc.evaluate import evaluate
     from prosemc.models import load_model
@@ -58,7 +61,7 @@ def evaluate_command(folder: Path, model: str, codecs: tuple[str, ...], answers:
     images = images_in(folder)
     vlm = load_model(model)
     with Progress("evaluating", total=len(images), heartbeat=True) as progress:
-        result = evaluate(images, vlm, chosen, answers=answers, references=references,
+        result = evaluate(images, vlm, chosen, answers=answers, references=references, compact=compact,
                           progress=lambda name: progress.advance(note=name))
     data = result.to_json()
     click.echo(json.dumps(data, sort_keys=True) if as_json else format_table(data["rows"]))
