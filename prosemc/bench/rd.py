@@ -1,7 +1,10 @@
 """`prosemc bench rd`: rate against fidelity per scheme on held-out photos, budgets, plots and a latency model.
 
-    eval rows (bytes, token cosine, top-1 agreement, answer consistency) per scheme and level
-    budget table: at 256 B ... 4 KB each image sends its largest level that fits
+    eval rows (bytes, token cosine, top-1 agreement, answer consistency) per scheme and level, every codec in the
+              full and in the compact form ("<codec>-compact": same tokens, fewer bytes)
+    budget table: at 256 B ... 4 KB each image sends its largest level that fits; the thin-link budgets
+              (256, 384, 512 B) again, compact form against WebP and JPEG
+    overheads:    header and layer-1 framing bytes of each codec in both forms
     latency at 1 Mbps uplink + 200 ms round trip, from measured compute times and bytes:
       full-edge   vision + answer on the edge CPU
       full-cloud  JPEG q90 of the photo up, vision + answer in the cloud
@@ -16,10 +19,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from prosemc.bench.process import best_seconds
-from prosemc.evaluate import BUDGETS, DEFAULT_QUESTION, Evaluation, evaluate
+from prosemc.evaluate import BUDGETS, COMPACT_SUFFIX, DEFAULT_QUESTION, Evaluation, evaluate
 
 UPLINK_BITS_PER_S = 1_000_000
 ROUND_TRIP_S = 0.2
+THIN_BUDGETS = (256, 384, 512)  # LoRa / NB-IoT / satellite-class frames
 
 
 def _best_s(fn: Callable[[], Any], repeats: int = 3) -> float:
@@ -72,6 +76,31 @@ def latency(photos: dict[str, Any], model: Any, codec_name: str, evaluation: Eva
                            "edge and cloud compute both measured on this CPU (the answer text down is free)"}
 
 
+def form_overheads(photos: dict[str, Any], model: Any, codecs: list[str]) -> list[dict[str, Any]]:
+    """Per codec, mean over photos: layer 1's payload, and the header and layer-1 framing bytes in each form."""
+    from prosemc.codec import make_codec
+    from prosemc.format import chunk_size, header_size
+    from prosemc.pipeline import build_psem
+    from prosemc.profiles import profile_of
+
+    rows = []
+    for name in codecs:
+        samples = []
+        for image in photos.values():
+            header, layers = build_psem(model.encode_image(image), model.model_id, make_codec(name))
+            payload = len(layers[0])
+            samples.append({"layer1_payload": payload, "full_header": header_size(header),
+                            "full_framing": chunk_size(payload) - payload,
+                            "compact_header": header_size(header, profile_of(header)),
+                            "compact_framing": chunk_size(payload, compact=True) - payload})
+        row: dict[str, Any] = {"codec": name}
+        for key in samples[0]:
+            row[key] = round(statistics.mean(s[key] for s in samples), 1)
+        row["compact_overhead_max"] = max(s["compact_header"] + s["compact_framing"] for s in samples)
+        rows.append(row)
+    return rows
+
+
 def plot(evaluation: Evaluation, path: Path) -> None:
     """Bytes (log) against top-1 agreement and answer consistency, one curve per scheme."""
     import matplotlib
@@ -109,6 +138,7 @@ def run(photos: dict[str, Any], model: Any, codecs: list[str], answers: bool = T
         **evaluation.to_json(),
         "photos": evaluation.images,
         "budgets": [row for budget in BUDGETS for row in evaluation.at_budget(budget)],
+        "overheads": form_overheads(photos, model, codecs),
         "latency": latency(photos, model, codecs[0], evaluation),
     }
     return evaluation, results
@@ -124,7 +154,8 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str) -> str:
         "",
         f"Model `{results['model']}` on {results['images']} held-out packaged photos ({', '.join(results['photos'])}); "
         f"machine: {machine}. Every metric compares with the uncompressed tokens of the same photo. Bytes are "
-        "whole `.psem` files (header included) for token codecs, the JSON text for the paper's scheme, and the "
+        "whole `.psem` files (header included; `-compact` rows in the compact form) for token codecs, the JSON text "
+        "for the paper's scheme, and the "
         "image file for JPEG/WebP (the encoder's 224 px input crop, best quality within the budget, smaller "
         "resolutions when even quality 1 does not fit).",
         "",
@@ -142,6 +173,21 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str) -> str:
               "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['budget']} | {r['scheme']} | {r['images_fitting']} | {_cell(r['bytes'])} | "
               f"{_cell(r['top1_agreement'])} | {_cell(r['answer_consistency'])} |" for r in results["budgets"]]
+    thin = [r for r in results["budgets"] if r["budget"] in THIN_BUDGETS
+            and (r["scheme"].endswith(COMPACT_SUFFIX) or r["scheme"] in ("jpeg", "webp"))]
+    lines += ["", "## Thin links: the compact form against WebP and JPEG at the same bytes", "",
+              "The compact form names the model + codec profile (8 bytes) instead of the ~250-byte header "
+              "(`prosemc encode --compact`); everything else is as above.", "",
+              "| budget | scheme | photos that fit | mean bytes | top-1 agreement | answer consistency |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['budget']} | {r['scheme']} | {r['images_fitting']} | {_cell(r['bytes'])} | "
+              f"{_cell(r['top1_agreement'])} | {_cell(r['answer_consistency'])} |" for r in thin]
+    lines += ["", "Header and layer-1 framing bytes (mean over photos; target for `lite` compact: at most 24):", "",
+              "| codec | layer 1 payload | full header | full framing | compact header | compact framing | "
+              "compact header + framing, worst photo |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {o['codec']} | {o['layer1_payload']:.1f} | {o['full_header']:.0f} | {o['full_framing']:.0f} | "
+              f"{o['compact_header']:.1f} | {o['compact_framing']:.1f} | {o['compact_overhead_max']} |"
+              for o in results["overheads"]]
     lat = results["latency"]
     lines += ["", f"## Latency model ({lat['assumptions']})", "",
               "Measured stage times (s, mean over photos): " +
