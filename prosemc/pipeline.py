@@ -28,7 +28,6 @@ from prosemc.format import (
     chunk_sizes,
     header_size,
     layers_within,
-    profile_id,
 )
 from prosemc.models import DEFAULT_MODEL, EdgeTokens, VisionLanguageModel, load_model
 from prosemc.profiles import default_store, profile_of
@@ -106,9 +105,8 @@ def encode_image(
     writer = PsemWriter(out, header, profile=profile)
     for payload in layers[:keep]:
         writer.add_layer(payload)
-    pid = profile_id(profile.to_json_bytes()).hex() if profile is not None else None
     return EncodeReport(model.model_id, codec.codec_id, header.token_shape, header_bytes, layer_bytes, keep,
-                        writer.bytes_written, timings, pid)
+                        writer.bytes_written, timings, writer.profile_id.hex() if writer.profile_id else None)
 
 
 @dataclass

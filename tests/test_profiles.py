@@ -71,8 +71,8 @@ def test_store_reads_user_files_lazily_names_a_bad_one_and_ids_any_json_spelling
     assert source_label(store.find("lite-metaae")) == "built-in"
     (tmp_path / "broken.json").write_text('{"encoder": "lite"')
     broken = default_store()  # nothing is read until a profile is looked up
-    with pytest.raises(psem.InvalidHeaderError, match=r"profile file .*broken.json is not a valid .psem header .*; "
-                                                      "fix or remove it"):
+    with pytest.raises(psem.InvalidHeaderError, match=r"profile file .*broken.json is not a valid .psem header; "
+                                                      r"fix or remove it \(invalid .psem header: not JSON"):
         broken.get(b"\0" * 8)
 
 

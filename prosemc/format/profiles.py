@@ -86,7 +86,8 @@ class ProfileStore:
         try:
             return Profile.from_json(data, path.stem, str(path), self._limits)
         except PsemError as exc:
-            raise InvalidHeaderError(f"profile file {path} is not a valid .psem header ({exc}); fix or remove it") from None
+            problem = str(exc).split("; ")[0]
+            raise InvalidHeaderError(f"profile file {path} is not a valid .psem header; fix or remove it ({problem})") from None
 
     def _profiles(self) -> dict[bytes, Profile]:
         if self._by_id is None:

@@ -230,8 +230,9 @@ class PsemReader:
             crc = zlib.crc32(payload, zlib.crc32(frame.raw, self._header_crc))
             expected = zlib.crc32(LAYER_INDEX.pack(seq), crc) if compact else crc
             if stored != expected and compact and is_layer:
-                seq = self._misplaced_layer(stored, crc)
-                expected = stored if seq is not None else expected
+                moved_from = self._misplaced_layer(stored, crc)  # the CRC fits another position: moved or repeated
+                if moved_from is not None:
+                    seq, expected = moved_from, stored
             if stored != expected:
                 label = f"layer {layers + 1}" if is_layer else f"extension chunk {frame.type!r}"
                 raise ChecksumError(

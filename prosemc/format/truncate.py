@@ -16,9 +16,9 @@ from prosemc.errors import InputError
 from prosemc.format.budget import PrefixBudget
 from prosemc.format.compact import encode_compact_header
 from prosemc.format.header import PsemHeader
-from prosemc.format.profiles import ProfileStore, profile_id
+from prosemc.format.profiles import ProfileStore
 from prosemc.format.reader import Chunk, PsemReader, ReadEnd
-from prosemc.format.spec import DEFAULT_LIMITS, Limits
+from prosemc.format.spec import COMPACT_HEAD, DEFAULT_LIMITS, Limits
 from prosemc.format.writer import encode_any_chunk, encode_header
 
 FORMS = ("full", "compact")
@@ -71,7 +71,7 @@ def truncate(
     else:
         profile = profile_for(reader.header) if profile_for else reader.header
         head, header_crc = encode_compact_header(reader.header, profile, limits)
-        pid = profile_id(profile.to_json_bytes(limits))
+        pid = COMPACT_HEAD.unpack_from(head)[3]
 
     def framed(chunk: Chunk) -> bytes:
         if target == reader.form:

@@ -17,6 +17,7 @@ from prosemc.format.errors import BadChunkError, ChunkTooLargeError, InvalidHead
 from prosemc.format.header import PsemHeader
 from prosemc.format.spec import (
     CHUNK_FRAME,
+    COMPACT_HEAD,
     CRC,
     DEFAULT_LIMITS,
     LAYER_TYPE,
@@ -75,6 +76,7 @@ class PsemWriter:
             head, self._header_crc = encode_header(header, limits)
         else:
             head, self._header_crc = encode_compact_header(header, profile, limits)
+        self.profile_id = COMPACT_HEAD.unpack_from(head)[3] if profile is not None else None  # 8 bytes, or None
         self.header_size = len(head)
         self.bytes_written = 0
         self.layer_ends: list[int] = []  # cumulative file size after each layer
