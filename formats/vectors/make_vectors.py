@@ -164,6 +164,8 @@ def build_compact() -> dict[str, tuple[bytes, dict]]:
     hostile("bad-header-checksum", head[:9] + bytes([head[9] ^ 0x10]) + head[10:] + chunks[0], "ChecksumError")
     hostile("patch-length-over-cap", COMPACT_HEAD.pack(COMPACT_MAGIC, 0x20, 1, head[6:14]) + encode_varint(65537),
             "HeaderTooLargeError")
+    hostile("patched-header-over-cap", compact_header(b'{"metadata":{"x":"' + b"y" * 65500 + b'"}}')[0],
+            "HeaderTooLargeError")
     hostile("patch-empty", compact_header(b"")[0], "InvalidHeaderError")
     hostile("patch-length-not-minimal", compact_header(b"{}", length=b"\x82\x00")[0], "InvalidHeaderError")
     for name, patch in {
