@@ -94,9 +94,9 @@ def test_raw_codecs_random_bytes_raise_only_codec_error(name: str, payload: byte
 
 
 def test_registry_holds_one_record_per_codec_with_unique_names_and_ids() -> None:
-    assert codec_names() == ["baseline", "raw-f32", "raw-f16", "int8", "metaae"]
+    assert codec_names() == ["metaae", "baseline", "raw-f32", "raw-f16", "int8"]
     assert len({r.codec_id for r in CODECS}) == len(CODECS)
-    assert [r.name for r in CODECS if r.entropy_coded] == ["baseline", "metaae"]
+    assert [r.name for r in CODECS if r.entropy_coded] == ["metaae", "baseline"]
     assert [r.name for r in CODECS if r.learned] == ["metaae"]
     assert codec_record("baseline").per_image_params == ("steps", "clip")
     assert record_for_id("jpeg/1") is None
@@ -118,7 +118,7 @@ def test_registry_import_does_not_load_numpy_or_a_codec() -> None:
 
 
 def test_unknown_names_and_ids_are_refused() -> None:
-    with pytest.raises(CodecError, match="unknown codec 'jpeg'; choose one of: baseline, raw-f32, raw-f16, int8"):
+    with pytest.raises(CodecError, match="unknown codec 'jpeg'; choose one of: metaae, baseline, raw-f32, raw-f16, int8"):
         make_codec("jpeg")
     with pytest.raises(CodecError, match="unknown codec id 'mae/7'"):
         codec_from_header({"id": "mae/7"}, {"id": "constriction-ans/1"})

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from prosemc.cli import cli
+from prosemc.codec import CODECS
 
 LITE = {
     "name": "lite",
@@ -16,13 +17,6 @@ LITE = {
              "the top-5 ImageNet labels and SmolLM2-135M-Instruct answers from them. Built in, offline, CPU.",
     "good_for": "what is shown / what animal or object this is; it cannot count, read text, or tell colours "
                 "and positions (it says so)",
-}
-CODECS = {
-    "metaae": "Meta AutoEncoder metaae/1: trained, 6 progressive layers; the default for lite (lite tokens only)",
-    "baseline": "sr-baseline/1: training-free successive refinement, 5 progressive layers; any model's tokens",
-    "raw-f32": "raw-f32/1: float32 tokens, lossless, one layer (a reference)",
-    "raw-f16": "raw-f16/1: float16 tokens, one layer (a reference)",
-    "int8": "int8/1: per-token int8 quantisation, one layer (a reference)",
 }
 FAMILIES = {
     "llava": "LLaVA-1.5 (llava-hf/llava-1.5-7b-hf, ...): the edge sends the vision tower's features [576, 1024]; "
@@ -110,8 +104,7 @@ def models(as_json: bool) -> None:
         metaae["sha256"] = hashlib.sha256(default_weights_path().read_bytes()).hexdigest()
     data = {
         "models": [{**LITE, "parts": lite_parts()}],
-        "codecs": [{"name": name, "about": about, **({"weights": metaae} if name == "metaae" else {})}
-                   for name, about in CODECS.items()],
+        "codecs": [{"name": r.name, "about": r.about, **({"weights": metaae} if r.learned else {})} for r in CODECS],
         "hf_families": [{"family": family, "about": about} for family, about in FAMILIES.items()],
         "hf_checkpoints": hub_checkpoints(),
         "cache": {"path": str(cache_root()), "entries": [e.to_json() for e in cache_entries()]},
@@ -123,7 +116,7 @@ def models(as_json: bool) -> None:
     for part, info in data["models"][0]["parts"].items():
         state = _size(info["bytes"]) if info["present"] else "missing"
         lines.append(f"        {part.replace('_', ' ')}: {state}  {info['path'] or ''}")
-    lines += ["", "Codecs (--codec)"] + [f"  {name:<9} {about}" for name, about in CODECS.items()]
+    lines += ["", "Codecs (--codec)"] + [f"  {r.name:<9} {r.about}" for r in CODECS]
     lines.append(f"            metaae weights: {_size(metaae['bytes']) if metaae['present'] else 'missing'}  "
                  f"{metaae['path']}")
     lines += ["", "Hugging Face families (--model HUB_ID or FOLDER)"]

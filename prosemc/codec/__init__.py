@@ -1,11 +1,11 @@
 """Token codecs: one record per codec -- CLI name, header id, factory, how its decoder is rebuilt from a header.
 
     CLI name   codec id        entropy id           per-image params
+    metaae     metaae/1        constriction-ans/1   -              the trained Meta AutoEncoder (prosemc.codec.metaae)
     baseline   sr-baseline/1   constriction-ans/1   steps, clip    progressive, training-free (prosemc.codec.baseline)
     raw-f32    raw-f32/1       none                 -              one lossless layer
     raw-f16    raw-f16/1       none                 -              one float16 layer
     int8       int8/1          none                 -              one int8 layer with per-token scales
-    metaae     metaae/1        constriction-ans/1   -              the trained Meta AutoEncoder (prosemc.codec.metaae)
 
 `make_codec` builds one from a CLI name, `codec_from_header` from what a .psem header says. The compact form
 names a whole header by its profile id, so codecs need no short numeric id; a record only says which of its
@@ -62,6 +62,7 @@ class CodecRecord:
     name: str  # the CLI's --codec choice
     codec_id: str  # written to the header's codec.id
     factory: Callable[..., Codec]  # options -> codec; imports the codec's module on first use
+    about: str  # one line for people (`prosemc models`)
     entropy_coded: bool  # the header's entropy id picks its coder (else it must be "none")
     learned: bool = False  # trained weights, named by the header's codec.model_sha256
     per_image_params: tuple[str, ...] = ()  # codec.params keys that change with every image
@@ -82,11 +83,18 @@ class CodecRecord:
 
 
 CODECS: tuple[CodecRecord, ...] = (
-    CodecRecord("baseline", "sr-baseline/1", _baseline, entropy_coded=True, per_image_params=("steps", "clip")),
-    CodecRecord("raw-f32", "raw-f32/1", _raw_f32, entropy_coded=False),
-    CodecRecord("raw-f16", "raw-f16/1", _raw_f16, entropy_coded=False),
-    CodecRecord("int8", "int8/1", _int8, entropy_coded=False),
-    CodecRecord("metaae", "metaae/1", _metaae, entropy_coded=True, learned=True),
+    CodecRecord("metaae", "metaae/1", _metaae,
+                "Meta AutoEncoder metaae/1: trained, 6 progressive layers; the default for lite (lite tokens only)",
+                entropy_coded=True, learned=True),
+    CodecRecord("baseline", "sr-baseline/1", _baseline,
+                "sr-baseline/1: training-free successive refinement, 5 progressive layers; any model's tokens",
+                entropy_coded=True, per_image_params=("steps", "clip")),
+    CodecRecord("raw-f32", "raw-f32/1", _raw_f32, "raw-f32/1: float32 tokens, lossless, one layer (a reference)",
+                entropy_coded=False),
+    CodecRecord("raw-f16", "raw-f16/1", _raw_f16, "raw-f16/1: float16 tokens, one layer (a reference)",
+                entropy_coded=False),
+    CodecRecord("int8", "int8/1", _int8, "int8/1: per-token int8 quantisation, one layer (a reference)",
+                entropy_coded=False),
 )
 _UNCODED_ENTROPY_ID = "none"  # = raw.RAW_CODER_ID, kept here so this module imports no codec
 
