@@ -9,7 +9,6 @@ to it sends 8 bytes of profile id where a full file sends a ~250-byte header.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,6 +23,8 @@ from prosemc.format.spec import DEFAULT_LIMITS, PROFILE_ID_BYTES, Limits
 
 def profile_id(body: bytes) -> bytes:
     """The id of the profile whose canonical header JSON is `body`: the first 8 bytes of its SHA-256."""
+    import hashlib  # here, not at import: loading OpenSSL costs a cold `prosemc info` ~20 ms
+
     return hashlib.sha256(body).digest()[:PROFILE_ID_BYTES]
 
 
