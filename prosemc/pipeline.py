@@ -18,7 +18,7 @@ from prosemc.errors import InputError, ModelError
 from prosemc.format import PsemHeader, PsemReader, PsemWriter, ReadEnd
 from prosemc.format.spec import CHUNK_FRAME, CRC
 from prosemc.format.writer import encode_header
-from prosemc.models import DEFAULT_MODEL, EdgeTokens, VisionLanguageModel, load_model
+from prosemc.models import BUILTIN_MODELS, EdgeTokens, VisionLanguageModel, load_model
 
 
 @dataclass
@@ -36,8 +36,20 @@ class EncodeReport:
 
 
 def default_codec(model_name: str) -> str:
-    """The codec `encode` uses unless told: the trained Meta AutoEncoder for `lite`, the baseline otherwise."""
-    return "metaae" if model_name == DEFAULT_MODEL else "baseline"
+    """The codec `encode` uses unless told: the trained Meta AutoEncoder where prosemc ships weights for the model
+    (`lite`: the pooled mean-token codec; `lite-dense`: the per-token one), the training-free baseline otherwise."""
+    from prosemc.codec.metaae_weights import shipped_weights_path
+
+    return "metaae" if shipped_weights_path(model_name).is_file() else "baseline"
+
+
+def codec_for(codec_name: str, model_name: str, weights: str | None = None) -> Codec:
+    """The codec to encode model_name's tokens with: metaae with `weights` or the weights shipped for the model."""
+    if codec_name == "metaae":
+        return make_codec(codec_name, weights=weights, model=model_name)
+    if weights is not None:
+        raise InputError(f"--codec-weights applies to the metaae codec, not {codec_name!r}; drop it or use --codec metaae")
+    return make_codec(codec_name)
 
 
 def layers_within_budget(header_bytes: int, layer_bytes: list[int], max_layers: int | None, max_bytes: int | None) -> int:
@@ -78,6 +90,7 @@ def encode_image(
     model: VisionLanguageModel,
     *,
     codec_name: str | None = None,
+    codec_weights: str | None = None,
     max_layers: int | None = None,
     max_bytes: int | None = None,
 ) -> EncodeReport:
@@ -86,7 +99,8 @@ def encode_image(
     start = time.perf_counter()
     edge = model.encode_image(image)
     timings["vision_encoder"] = (time.perf_counter() - start) * 1e3
-    codec = make_codec(codec_name or default_codec(model.model_id))
+    codec = codec_for(codec_name or ("metaae" if codec_weights else default_codec(model.model_id)), model.model_id,
+                      codec_weights)
     start = time.perf_counter()
     header, layers = build_psem(edge, model.model_id, codec)
     timings["codec"] = (time.perf_counter() - start) * 1e3
@@ -115,11 +129,15 @@ class DecodedTokens:
     end: ReadEnd
 
 
-def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None) -> DecodedTokens:
-    """Read a `.psem` stream (file, pipe, socket); decode its longest layer prefix within both limits."""
+def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None,
+                codec_weights: str | None = None) -> DecodedTokens:
+    """Read a `.psem` stream (file, pipe, socket); decode its longest layer prefix within both limits.
+
+    codec_weights: the learned codec's weights file when the header names weights prosemc does not ship.
+    """
     reader = PsemReader(stream)
     header = reader.header
-    codec = codec_from_header(header.codec, header.entropy)
+    codec = codec_from_header(header.codec, header.entropy, weights=codec_weights)
     layers: list[bytes] = []
     bytes_used = len(reader.header_bytes)
     for chunk in reader:
@@ -148,7 +166,7 @@ def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageMo
     need `--model` with the checkpoint; a model whose id differs from the file's is refused.
     """
     if requested is None:
-        if encoder_id != DEFAULT_MODEL:
+        if encoder_id not in BUILTIN_MODELS:
             raise ModelError(f"this .psem was made by model {encoder_id!r}; pass that checkpoint (hub id or folder) "
                              "with --model")
         requested = encoder_id

@@ -33,9 +33,9 @@ def transfer_s(nbytes: float) -> float:
 
 def latency(photos: dict[str, Any], model: Any, codec_name: str, evaluation: Evaluation) -> dict[str, Any]:
     """Measured compute times per stage (means over photos) and the modelled end-to-end latency per path."""
-    from prosemc.codec import make_codec
+    from prosemc.pipeline import codec_for
 
-    codec = make_codec(codec_name)
+    codec = codec_for(codec_name, model.model_id)
     stages: dict[str, list[float]] = {"vision": [], "codec_encode": [], "codec_decode_all": [], "answer": [],
                                       "jpeg_q90_encode": [], "jpeg_q90_bytes": []}
     for image in photos.values():
@@ -82,8 +82,8 @@ def plot(evaluation: Evaluation, path: Path) -> None:
     rows = evaluation.rows()
     schemes = list(dict.fromkeys(r["scheme"] for r in rows))
     figure, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    for axis, key, title in zip(axes, ("top1_agreement", "answer_consistency", "token_cosine"),
-                                ("top-1 label agreement", "answer consistency (MiniLM cosine)", "token cosine")):
+    for axis, key, title in zip(axes, ("top1_agreement", "answer_consistency", "per_token_cosine"),
+                                ("top-1 label agreement", "answer consistency (MiniLM cosine)", "per-token cosine")):
         for scheme in schemes:
             points = sorted((r["bytes"], r[key]) for r in rows if r["scheme"] == scheme and r[key] is not None)
             if points:
@@ -132,16 +132,18 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str) -> str:
         "",
         "## Every scheme and level",
         "",
-        "| scheme | level | bytes | token cosine | top-1 agreement | answer consistency |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| scheme | level | bytes | token cosine | per-token cosine | top-1 agreement | answer consistency |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [f"| {r['scheme']} | {r['level']} | {r['bytes']:.0f} | {_cell(r['token_cosine'])} | "
-              f"{_cell(r['top1_agreement'])} | {_cell(r['answer_consistency'])} |" for r in results["rows"]]
+              f"{_cell(r.get('per_token_cosine'))} | {_cell(r['top1_agreement'])} | {_cell(r['answer_consistency'])} |"
+              for r in results["rows"]]
     lines += ["", "## At a byte budget (each photo sends its largest level that fits; a photo with none scores 0)", "",
-              "| budget | scheme | photos that fit | mean bytes | top-1 agreement | answer consistency |",
-              "| --- | --- | --- | --- | --- | --- |"]
+              "| budget | scheme | photos that fit | mean bytes | per-token cosine | top-1 agreement | answer consistency |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['budget']} | {r['scheme']} | {r['images_fitting']} | {_cell(r['bytes'])} | "
-              f"{_cell(r['top1_agreement'])} | {_cell(r['answer_consistency'])} |" for r in results["budgets"]]
+              f"{_cell(r.get('per_token_cosine'))} | {_cell(r['top1_agreement'])} | {_cell(r['answer_consistency'])} |"
+              for r in results["budgets"]]
     lat = results["latency"]
     lines += ["", f"## Latency model ({lat['assumptions']})", "",
               "Measured stage times (s, mean over photos): " +

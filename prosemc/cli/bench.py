@@ -74,7 +74,8 @@ def speed(out_dir: Path, as_json: bool, repeats: int, codec_name: str) -> None:
 @OUT
 @AS_JSON
 @click.option("-m", "--model", default="lite", show_default=True, help="Model whose tokens are coded.")
-@click.option("--codec", "codecs", multiple=True, help="Codec(s) at every level; default: metaae and baseline.")
+@click.option("--codec", "codecs", multiple=True,
+              help="Codec(s) at every level; default: the model's default codec (metaae for lite, lite-dense) and baseline.")
 @click.option("--answers/--no-answers", default=True, show_default=True,
               help="Measure answer consistency (runs the language model per scheme, level and photo).")
 def rd(out_dir: Path, as_json: bool, model: str, codecs: tuple[str, ...], answers: bool) -> None:
@@ -84,7 +85,9 @@ def rd(out_dir: Path, as_json: bool, model: str, codecs: tuple[str, ...], answer
     from prosemc.bench import rd as bench_rd
     from prosemc.models import load_model
 
-    chosen = list(codecs) or ["metaae", "baseline"]
+    from prosemc.pipeline import default_codec
+
+    chosen = list(codecs) or list(dict.fromkeys([default_codec(model), "baseline"]))
     photos = heldout_photos()
     with Progress(transient=True) as progress:
         task = progress.add_task("evaluating", total=len(photos))

@@ -5,7 +5,8 @@
     raw-f32    raw-f32/1       none                 one lossless layer
     raw-f16    raw-f16/1       none                 one float16 layer
     int8       int8/1          none                 one int8 layer with per-token scales
-    metaae     metaae/1        constriction-ans/1   the trained Meta AutoEncoder (prosemc.codec.metaae)
+    metaae     metaae/1        constriction-ans/1   the trained Meta AutoEncoder: pooled (prosemc.codec.metaae, lite)
+                                                    or per token (prosemc.codec.metaae_token), as its weights say
 
 Codec modules load lazily, so importing this package costs nothing.
 """
@@ -45,9 +46,9 @@ def _int8(**options: Any) -> Codec:
 
 
 def _metaae(**options: Any) -> Codec:
-    from prosemc.codec.metaae import MetaAutoEncoderCodec
+    from prosemc.codec.metaae import make_metaae
 
-    return MetaAutoEncoderCodec(**options)
+    return make_metaae(**options)
 
 
 # CLI name -> (codec id written to headers, constructor taking options)
@@ -73,8 +74,11 @@ def make_codec(name: str, **options: Any) -> Codec:
         raise CodecError(f"codec {name!r} does not take these options ({error})") from error
 
 
-def codec_from_header(codec_section: dict[str, Any], entropy_section: dict[str, Any]) -> Codec:
-    """The decoder for a .psem header's "codec" and "entropy" sections; CodecError naming an unknown id."""
+def codec_from_header(codec_section: dict[str, Any], entropy_section: dict[str, Any], weights: Any = None) -> Codec:
+    """The decoder for a .psem header's "codec" and "entropy" sections; CodecError naming an unknown id.
+
+    weights: a learned codec's weights file (default: the shipped file whose sha256 the header names).
+    """
     codec_id = codec_section.get("id") if isinstance(codec_section, dict) else None
     entropy_id = entropy_section.get("id") if isinstance(entropy_section, dict) else None
     name = _NAME_BY_ID.get(codec_id) if isinstance(codec_id, str) else None
@@ -88,7 +92,7 @@ def codec_from_header(codec_section: dict[str, Any], entropy_section: dict[str, 
     if name == "baseline":
         return make_codec(name, coder_id=entropy_id)
     if name == "metaae":  # refuses a file made with other weights, naming both hashes
-        return make_codec(name, coder_id=entropy_id, model_sha256=codec_section.get("model_sha256"))
+        return make_codec(name, coder_id=entropy_id, model_sha256=codec_section.get("model_sha256"), weights=weights)
     if entropy_id != _UNCODED_ENTROPY_ID:
         raise CodecError(
             f"codec {codec_id!r} codes no symbols, so its entropy id must be {_UNCODED_ENTROPY_ID!r}, "
