@@ -18,7 +18,7 @@ from prosemc.errors import CodecError, ModelError
 
 # Pinned: `prosemc fit --model lite-dense --images builtin -o prosemc/data/metaae-lite-dense.safetensors --seed 0`
 # must reproduce this file; update only with a new shipped model (and docs/metaae.md).
-SHIPPED_DENSE_SHA256 = "4eb589b796e17b6bfe7b840e553068ed9a661e1abc66083f130da8799a513d30"
+SHIPPED_DENSE_SHA256 = "b6b60ae35c6b9b8bc055e1f51c205fd93059239580fd9c795bf2e07c250bb511"
 
 
 def per_token(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -165,7 +165,7 @@ def test_hf_model_trains_through_the_same_path(tmp_path, tiny_smolvlm, chelsea, 
     out = tmp_path / "tiny.safetensors"
     report = fit(str(tiny_smolvlm), folder, out, seed=1, views=3, cache_dir=tmp_path / "cache", quiet=True,
                  config_overrides={"steps": 8, "batch": 6, "levels_per_step": 6, "step_levels": 6,
-                                   "lr": 0.02})
+                                   "lr": 0.02, "channel_groups": 2})
     weights = load_weights(out)
     assert report.sha256 == weights.sha256 and weights.layer_count == 11
     assert report.steps == 8 and np.mean(report.loss[-3:]) < np.mean(report.loss[:3]), report.loss
@@ -182,3 +182,27 @@ def test_hf_model_trains_through_the_same_path(tmp_path, tiny_smolvlm, chelsea, 
     stream.seek(0)
     with pytest.raises(CodecError, match="does not ship"):
         read_tokens(stream)
+
+
+def test_cli_encodes_lite_dense_with_metaae_by_default(tmp_path, coffee) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from safetensors.numpy import load_file
+
+    from prosemc.cli import cli
+    from prosemc.pipeline import model_for
+
+    out = tmp_path / "c.psem"
+    result = CliRunner().invoke(cli, ["encode", str(coffee), "-o", str(out), "--model", "lite-dense", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["codec"] == "metaae/1" and report["tokens"] == [196, 112] and report["layers"] == 19
+    result = CliRunner().invoke(cli, ["decode", str(out), "-o", str(tmp_path / "t.safetensors"), "--layers", "5"])
+    assert result.exit_code == 0, result.output
+    assert load_file(str(tmp_path / "t.safetensors"))["tokens"].shape == (196, 112)
+    assert model_for("lite-dense").model_id == "lite-dense"  # query finds the built-in model from the header
+    result = CliRunner().invoke(cli, ["encode", str(coffee), "-o", str(tmp_path / "x.psem"), "--codec", "baseline",
+                                      "--codec-weights", str(shipped_weights_path("lite-dense"))])
+    assert result.exit_code == 2 and "--codec-weights applies to the metaae codec" in result.output
+    assert not (tmp_path / "x.psem").exists()

@@ -30,8 +30,8 @@ class TokenConfig:
 
     ordering: str = "bitplane"  # "bitplane": every layer halves a channel range's step; "nested": channel chunks
     step_levels: int = 7  # step halvings; the first step is first_step_sigmas x the largest latent deviation
-    channel_groups: int = 2  # each step level after the first is sent as this many channel ranges
-    first_step_sigmas: float = 3.0
+    channel_groups: int = 3  # each step level after the first is sent as this many channel ranges
+    first_step_sigmas: float = 1.5
     deadzone: float = 0.4  # not yet significant: q = floor(|r| / step + deadzone)
     offset: float = 0.5  # newly significant value = sign(q) * (|q| - deadzone + offset) * step
     steps: int = 0  # training steps of the quantiser gains (0: the PCA transform; see docs/metaae.md)
