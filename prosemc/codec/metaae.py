@@ -30,12 +30,13 @@ import numpy as np
 from prosemc.codec.base import EncodedTokens
 from prosemc.codec.entropy import DEFAULT_CODER_ID, FrequencyTable, coder_for_id
 from prosemc.errors import CodecError
-from prosemc.codec.metaae_refine import ACTIVITY_STATES, NEIGHBOUR_STATES, PEAK_CAP, RefinementState
+from prosemc.codec.metaae_refine import RefinementState
 from prosemc.codec.metaae_token import check_shape, check_tokens
 from prosemc.codec.metaae_weights import (
     FORMAT_POOLED as FORMAT,
     FORMAT_TOKEN,
     parse,
+    pooled_refine_contexts,
     read_bytes,
     shipped_weights,
     shipped_weights_path,
@@ -85,7 +86,7 @@ class Refinement:
     def table_count(self) -> int:
         """Tables per level: 2 * G * B channel-peak contexts, 3 * B coefficient contexts, 1 significant."""
         groups, buckets = int(self.group.max()) + 1, len(self.edges) + 1
-        return 2 * groups * buckets + PEAK_CAP * buckets * NEIGHBOUR_STATES * ACTIVITY_STATES + 1
+        return pooled_refine_contexts(groups, buckets) + 1
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def _build_refinement(tensors: dict[str, np.ndarray], metadata: dict[str, str], 
     if np.abs(weight).max() >= 1 << 20 or np.abs(bias).max() >= 1 << 40 or group.min() < 0 or group.max() >= 64:
         raise ValueError("refinement predictor values out of range")
     buckets = edges.shape[0] + 1
-    contexts = 2 * (int(group.max()) + 1) * buckets + PEAK_CAP * buckets * NEIGHBOUR_STATES * ACTIVITY_STATES
+    contexts = pooled_refine_contexts(int(group.max()) + 1, buckets)
     counts, offsets, sizes = ints["refine.counts"], ints["refine.offsets"], ints["refine.sizes"]
     if counts.shape[:2] != (len(steps), contexts + 1) or offsets.shape != counts.shape[:2] or sizes.shape != offsets.shape:
         raise ValueError("refinement table shapes")

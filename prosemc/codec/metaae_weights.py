@@ -13,8 +13,9 @@ carry that hash as `codec.model_sha256`. Two layouts exist, told apart by the `f
     prosemc-metaae-token/1  per-token codec of any model (prosemc.codec.metaae_token), TOKEN_TENSORS below;
                             metadata format, model, token_dim, latent_dim, deadzone, offset, config, training
 
-Per-token context counts: each layer has TOKEN_CONTEXTS tables for coefficients not yet significant
-(CHANNEL_BUCKETS x NEIGHBOUR_STATES x ACTIVITY_STATES) and one for refinement symbols.
+Context counts: a per-token layer has TOKEN_CONTEXTS tables for coefficients not yet significant
+(CHANNEL_BUCKETS x NEIGHBOUR_STATES x ACTIVITY_STATES) and one for refinement symbols; a pooled refinement level
+has pooled_refine_contexts(groups, buckets) + 1 (channel peaks, coefficients, then refinement symbols).
 """
 
 from __future__ import annotations
@@ -52,8 +53,15 @@ TOKEN_TENSORS = {
 }
 CHANNEL_BUCKETS = 4  # position of the channel inside the layer's range, in quarters
 NEIGHBOUR_STATES = 3  # significant 4-neighbours (token grid, same channel) before the layer: 0, 1, 2+
-ACTIVITY_STATES = 4  # significant coefficients already in the token: 0, up to L/8, up to L/2, more
+ACTIVITY_STATES = 4  # significant coefficients already in the token (per-token: 0, <= L/8, <= L/2, more)
 TOKEN_CONTEXTS = CHANNEL_BUCKETS * NEIGHBOUR_STATES * ACTIVITY_STATES
+PEAK_CAP = 3  # pooled refinement: per-channel peak |symbol| of not-yet-significant tokens, capped
+POOLED_ACTIVITY_EDGES = (0, 8, 32)  # pooled refinement activity: 0, 1-8, 9-32, 33+ significant values in the token
+
+
+def pooled_refine_contexts(groups: int, buckets: int) -> int:
+    """Tables per pooled refinement level before the refinement table: 2 G B channel-peak + coefficient contexts."""
+    return 2 * groups * buckets + PEAK_CAP * buckets * NEIGHBOUR_STATES * ACTIVITY_STATES
 MAX_TABLE_WEIGHT = (1 << 24) - (1 << 14)  # every symbol costs >= 0.0014 bits: decoding work is bounded by bytes
 MIN_SYMBOL_BITS = -float(np.log2(MAX_TABLE_WEIGHT / float(1 << 24)))
 

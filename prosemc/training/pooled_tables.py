@@ -147,7 +147,7 @@ def fit_refinement(model: MetaAE, model_name: str, tokens: np.ndarray, max_views
                    observed: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Learn the refinement levels' context tables from training tokens [S, N, D]: integer counts per context."""
     from prosemc.codec.metaae import MetaAEWeights, MetaAutoEncoderCodec, Refinement
-    from prosemc.codec.metaae_refine import ACTIVITY_STATES, NEIGHBOUR_STATES, PEAK_CAP, RefinementState
+    from prosemc.codec.metaae_refine import RefinementState
 
     config = model.config
     if any(len(d.layers) != 1 for d in model.decoders):  # linear or diagonal single layers only
@@ -177,8 +177,7 @@ def fit_refinement(model: MetaAE, model_name: str, tokens: np.ndarray, max_views
     group = np.searchsorted(quantiles, active, side="right").astype(np.int32)
     buckets = len(edges) + 1
     peak_tables = 2 * CHANNEL_GROUPS * buckets
-    coefficient_tables = PEAK_CAP * buckets * NEIGHBOUR_STATES * ACTIVITY_STATES
-    contexts = peak_tables + coefficient_tables  # then one table for significant coefficients
+    contexts = metaae_weights.pooled_refine_contexts(CHANNEL_GROUPS, buckets)  # then one for significant ones
     span = high - low
     insig_size = [int(math.floor(span / s + DEADZONE)) + 1 for s in steps]
     sig_radius = [int(math.floor(span / s + 0.5)) for s in steps]
