@@ -29,9 +29,8 @@ import numpy as np
 
 from prosemc.codec.base import EncodedTokens
 from prosemc.codec.entropy import DEFAULT_CODER_ID, FrequencyTable, coder_for_id
-from prosemc.errors import CodecError
 from prosemc.codec.metaae_refine import RefinementState
-from prosemc.codec.metaae_token import check_shape, check_tokens
+from prosemc.codec.metaae_token import TokenMetaAECodec, TokenWeights, check_sha256, check_stream, check_tokens
 from prosemc.codec.metaae_weights import (
     FORMAT_POOLED as FORMAT,
     FORMAT_TOKEN,
@@ -41,6 +40,7 @@ from prosemc.codec.metaae_weights import (
     shipped_weights,
     shipped_weights_path,
 )
+from prosemc.errors import CodecError
 
 
 CODEC_ID = "metaae/1"
@@ -230,7 +230,7 @@ _CACHE: dict[tuple[str, int, int], MetaAEWeights] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_weights(path: str | Path | None = None) -> "MetaAEWeights | TokenWeights":
+def load_weights(path: str | Path | None = None) -> MetaAEWeights | TokenWeights:
     """The weights at path (default: the shipped `lite` file), loaded once per file version, either layout."""
     path = Path(path) if path is not None else default_weights_path()
     try:
@@ -247,10 +247,8 @@ def load_weights(path: str | Path | None = None) -> "MetaAEWeights | TokenWeight
         return _CACHE[key]
 
 
-def weights_from_bytes(data: bytes, name: str) -> "MetaAEWeights | TokenWeights":
+def weights_from_bytes(data: bytes, name: str) -> MetaAEWeights | TokenWeights:
     """Weights of either layout (pooled `lite` or per-token) from a file's bytes; CodecError if invalid."""
-    from prosemc.codec.metaae_token import TokenWeights
-
     tensors, metadata, sha = parse(data, name)
     if metadata.get("format") != FORMAT_TOKEN:
         return MetaAEWeights.from_bytes(data, name)
@@ -260,7 +258,7 @@ def weights_from_bytes(data: bytes, name: str) -> "MetaAEWeights | TokenWeights"
         raise CodecError(f"{name} is not a valid {FORMAT_TOKEN} weights file ({error}); re-run `prosemc fit`") from None
 
 
-def weights_by_sha256(sha256: Any) -> "MetaAEWeights | TokenWeights":
+def weights_by_sha256(sha256: Any) -> MetaAEWeights | TokenWeights:
     """The shipped weights whose bytes hash to sha256; CodecError naming the hashes here and the fix otherwise."""
     found = {}
     for path in shipped_weights():
@@ -275,12 +273,10 @@ def weights_by_sha256(sha256: Any) -> "MetaAEWeights | TokenWeights":
     )
 
 
-def make_metaae(weights: "str | Path | MetaAEWeights | TokenWeights | None" = None, model: str | None = None,
+def make_metaae(weights: str | Path | MetaAEWeights | TokenWeights | None = None, model: str | None = None,
                 model_sha256: str | None = None, **options: Any) -> Any:
     """The metaae/1 codec for explicit weights, else the shipped weights a header names by sha256, else those
     shipped for `model` (default `lite`); a header's sha256 that the chosen weights do not have is refused."""
-    from prosemc.codec.metaae_token import TokenMetaAECodec
-
     if weights is None and model_sha256 is not None:
         weights = weights_by_sha256(model_sha256)
     elif weights is None and model is not None:
@@ -293,15 +289,9 @@ def make_metaae(weights: "str | Path | MetaAEWeights | TokenWeights | None" = No
         weights = load_weights(weights)
     if isinstance(weights, MetaAEWeights):
         return MetaAutoEncoderCodec(weights, model_sha256=model_sha256, **options)
-    codec = TokenMetaAECodec(weights, **options)
     if model_sha256 is not None:
-        if model_sha256 != weights.sha256:
-            raise CodecError(
-                f"this file was encoded with metaae weights sha256 {model_sha256}, but the loaded weights "
-                f"({weights.path}) have sha256 {weights.sha256}; decode it with the weights that encoded it, "
-                "or re-encode the image with these weights"
-            )
-    return codec
+        check_sha256(model_sha256, weights)
+    return TokenMetaAECodec(weights, **options)
 
 
 class MetaAutoEncoderCodec:
@@ -330,12 +320,7 @@ class MetaAutoEncoderCodec:
 
     def check_sha256(self, expected: Any) -> None:
         """CodecError naming both hashes unless expected is the loaded weights' sha256."""
-        if expected != self.weights.sha256:
-            raise CodecError(
-                f"this file was encoded with metaae weights sha256 {expected}, but the loaded weights "
-                f"({self.weights.path}) have sha256 {self.weights.sha256}; decode it with the prosemc version "
-                "(or weights file) that encoded it, or re-encode the image with these weights"
-            )
+        check_sha256(expected, self.weights)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -395,16 +380,7 @@ class MetaAutoEncoderCodec:
     def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
         """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
         w = self.weights
-        if not isinstance(params, dict):
-            raise CodecError(f"metaae/1 params must be an object, got {type(params).__name__}")
-        if "model_sha256" in params:  # the header's codec.model_sha256 was checked when this codec was built
-            self.check_sha256(params["model_sha256"])
-        count = params.get("layers")
-        if type(count) is not int or not 1 <= count <= w.layer_count:
-            raise CodecError(f"metaae/1 params.layers must be an integer in 1..{w.layer_count}, got {count!r}")
-        rows = check_shape(shape, w.token_dim)
-        if not 1 <= len(layers) <= count:
-            raise CodecError(f"metaae/1 decodes 1..{count} layers of this stream, got {len(layers)}")
+        rows = check_stream(params, layers, shape, w)
         latent_rows = 1 if w.pooled else rows
         symbols = np.zeros((latent_rows, w.levels[-1]), dtype=np.int64)
         ae_layers = min(len(layers), len(w.levels))

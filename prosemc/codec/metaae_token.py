@@ -261,18 +261,7 @@ class TokenMetaAECodec:
     def state(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> LatentState:
         """The latent state after decoding the first len(layers) >= 1 layers; CodecError on any bad input."""
         w = self.weights
-        if not isinstance(params, dict):
-            raise CodecError(f"metaae/1 params must be an object, got {type(params).__name__}")
-        if "model_sha256" in params and params["model_sha256"] != w.sha256:
-            raise CodecError(f"this file was encoded with metaae weights sha256 {params['model_sha256']}, but the "
-                             f"loaded weights ({w.path}) have sha256 {w.sha256}; decode it with the weights that "
-                             "encoded it, or re-encode the image with these weights")
-        count = params.get("layers")
-        if type(count) is not int or not 1 <= count <= w.layer_count:
-            raise CodecError(f"metaae/1 params.layers must be an integer in 1..{w.layer_count}, got {count!r}")
-        rows = check_shape(shape, w.token_dim)
-        if not 1 <= len(layers) <= count:
-            raise CodecError(f"metaae/1 decodes 1..{count} layers of this stream, got {len(layers)}")
+        rows = check_stream(params, layers, shape, w)
         state = LatentState(w, rows)
         for k, payload in enumerate(layers):
             a, b = w.ranges[k]
@@ -295,6 +284,31 @@ class TokenMetaAECodec:
         """Predicted mean per-token cosine between the tokens decoded from these layers and the full,
         uncompressed tokens, in [0, 1]."""
         return float(self.state(params, layers, shape).quality().mean())
+
+
+def check_sha256(expected: Any, weights: Any) -> None:
+    """CodecError naming both hashes unless `expected` (a header's codec.model_sha256) is the weights' sha256."""
+    if expected != weights.sha256:
+        raise CodecError(
+            f"this file was encoded with metaae weights sha256 {expected}, but the loaded weights "
+            f"({weights.path}) have sha256 {weights.sha256}; decode it with the prosemc version (or weights file) "
+            "that encoded it, or re-encode the image with these weights"
+        )
+
+
+def check_stream(params: Any, layers: Sequence[bytes], shape: Sequence[int], weights: Any) -> int:
+    """The token count N of a stream these weights decode: params (layers, model_sha256), 1..layers layers, (N, D)."""
+    if not isinstance(params, dict):
+        raise CodecError(f"metaae/1 params must be an object, got {type(params).__name__}")
+    if "model_sha256" in params:
+        check_sha256(params["model_sha256"], weights)
+    count = params.get("layers")
+    if type(count) is not int or not 1 <= count <= weights.layer_count:
+        raise CodecError(f"metaae/1 params.layers must be an integer in 1..{weights.layer_count}, got {count!r}")
+    rows = check_shape(shape, weights.token_dim)
+    if not 1 <= len(layers) <= count:
+        raise CodecError(f"metaae/1 decodes 1..{count} layers of this stream, got {len(layers)}")
+    return rows
 
 
 def check_tokens(tokens: np.ndarray, dim: int) -> np.ndarray:
@@ -324,4 +338,5 @@ def check_shape(shape: Sequence[int], dim: int) -> int:
     return rows
 
 
-__all__ = ["TokenMetaAECodec", "TokenWeights", "LatentState", "check_tokens", "check_shape"]
+__all__ = ["TokenMetaAECodec", "TokenWeights", "LatentState", "check_sha256", "check_stream", "check_tokens",
+           "check_shape"]

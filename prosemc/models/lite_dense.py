@@ -21,7 +21,7 @@ import numpy as np
 
 from prosemc.errors import ModelError
 from prosemc.models.base import EdgeTokens
-from prosemc.models.lite import LiteModel, preprocess
+from prosemc.models.lite import LiteModel
 
 SPLIT_BLOCK = 10  # last MBConv block on the edge (end of stage 5)
 GRID = 14

@@ -302,8 +302,6 @@ def fit(
     With max_steps the run stops there after saving its checkpoint (out_path is not written); calling fit again
     with the same arguments resumes and ends with the same weights as an uninterrupted run.
     """
-    from prosemc.training.photos import builtin_sources, extract_tokens, missing_photos, sources_from
-
     if model_name not in SUPPORTED_MODELS:
         if levels is not None or variant != "nested" or max_steps is not None:
             raise InputError("--levels, --variant and --max-steps apply to the pooled `lite` codec only; per-token "
@@ -325,20 +323,10 @@ def fit(
     for key, value in (config_overrides or {}).items():
         setattr(config, key, tuple(value) if isinstance(value, list) else value)
     config.validate()
-    # one thread by default: the pooled model is tiny, and a fixed thread count keeps float sums (so the
-    # weights sha) identical across machines; the child that runs the vision encoder may use more
-    torch.set_num_threads(int(threads or os.environ.get("PROSEMC_FIT_THREADS", "1")))
-    torch.use_deterministic_algorithms(True)
     progress = ProgressLine(quiet=quiet)
     started = time.perf_counter()
-    sources = sources_from(images)
     cache = Path(cache_dir) if cache_dir is not None else None
-    threads = int(os.environ.get("PROSEMC_THREADS", "2"))  # vision encoder threads (child process)
-    # The vision encoder runs in a child process: running it here changes which CPU kernels torch picks later,
-    # and with them the float rounding of training -- a seed must give the same weights cached or not.
-    _fill_cache_in_child(model_name, images, missing_photos(model_name, sources, config.views, config.seed, cache),
-                         config.views, config.seed, cache, threads, heldout=False)
-    tokens = extract_tokens(model_name, sources, config.views, config.seed, cache)
+    sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
     weight, bias = classifier_head(model_name)
     head = (weight, bias, logit_projection(weight))
     out_path = Path(out_path)
@@ -346,10 +334,7 @@ def fit(
     model, steps, resumed, finished = train(config, tokens, head, checkpoint, max_steps, progress)
     heldout = None
     if finished and evaluate_heldout:
-        held_sources = builtin_sources("heldout")
-        _fill_cache_in_child(model_name, "builtin", missing_photos(model_name, held_sources, 16, 1000, cache), 16,
-                             1000, cache, threads, heldout=True)
-        held = extract_tokens(model_name, held_sources, 16, 1000, cache)
+        held = heldout_tokens(model_name, cache)
         metrics = evaluate(model, held, head)
         heldout = asdict(metrics)
         progress.log("held-out: " + " ".join(
@@ -367,6 +352,35 @@ def fit(
             checkpoint.unlink()
     return FitReport(str(out_path), sha, steps, time.perf_counter() - started, resumed, int(tokens.shape[0]),
                      asdict(config), heldout)
+
+
+def training_tokens(model_name: str, images: Any, views: int, seed: int, cache: Path | None,
+                    threads: int | None) -> tuple[list[Any], np.ndarray]:
+    """(photo sources, token views [S, N, D] float16) for training, with torch set up for reproducible training.
+
+    One training thread by default: a fixed thread count keeps float sums (so the weights sha) identical across
+    machines. The vision encoder runs in a spawned child process (PROSEMC_THREADS threads): running it here changes
+    which CPU kernels torch picks later, and with them the float rounding of training -- a seed must give the same
+    weights cached or not.
+    """
+    from prosemc.training.photos import extract_tokens, missing_photos, sources_from
+
+    torch.set_num_threads(int(threads or os.environ.get("PROSEMC_FIT_THREADS", "1")))
+    torch.use_deterministic_algorithms(True)
+    sources = sources_from(images)
+    _fill_cache_in_child(model_name, images, missing_photos(model_name, sources, views, seed, cache), views, seed,
+                         cache, int(os.environ.get("PROSEMC_THREADS", "2")), heldout=False)
+    return sources, extract_tokens(model_name, sources, views, seed, cache)
+
+
+def heldout_tokens(model_name: str, cache: Path | None) -> np.ndarray:
+    """Token views [128, N, D] of the held-out photos (8 photos x 16 views, seed 1000), cached."""
+    from prosemc.training.photos import builtin_sources, extract_tokens, missing_photos
+
+    sources = builtin_sources("heldout")
+    _fill_cache_in_child(model_name, "builtin", missing_photos(model_name, sources, 16, 1000, cache), 16, 1000, cache,
+                         int(os.environ.get("PROSEMC_THREADS", "2")), heldout=True)
+    return extract_tokens(model_name, sources, 16, 1000, cache)
 
 
 def _fill_cache_in_child(model_name: str, images: Any, indices: list[int], views: int, seed: int, cache: Path | None,
@@ -394,7 +408,6 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
     """
     from prosemc.codec import metaae_weights
     from prosemc.models import BUILTIN_MODELS, load_model as load_split_model
-    from prosemc.training.photos import builtin_sources, extract_tokens, missing_photos, sources_from
     from prosemc.training.token_fit import TokenConfig, export_tensors, train_transform
 
     load_split_model(model_name)  # ModelError for an unknown model or checkpoint, before any work
@@ -409,16 +422,10 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
         raise InputError("views and step levels must be at least 1 and steps at least 0")
     if config.ordering not in ("bitplane", "nested"):
         raise InputError(f"ordering must be 'bitplane' or 'nested', got {config.ordering!r}")
-    torch.set_num_threads(int(threads or os.environ.get("PROSEMC_FIT_THREADS", "1")))
-    torch.use_deterministic_algorithms(True)
     progress = ProgressLine(quiet=quiet)
     started = time.perf_counter()
-    sources = sources_from(images)
     cache = Path(cache_dir) if cache_dir is not None else None
-    child_threads = int(os.environ.get("PROSEMC_THREADS", "2"))
-    _fill_cache_in_child(model_name, images, missing_photos(model_name, sources, config.views, config.seed, cache),
-                         config.views, config.seed, cache, child_threads, heldout=False)
-    tokens = extract_tokens(model_name, sources, config.views, config.seed, cache)
+    sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
     cloud = None
     if model_name in BUILTIN_MODELS and config.cloud_weight:
         model = load_split_model(model_name)
@@ -433,10 +440,7 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
     sha = metaae_weights.write(out_path, tensors, metadata)
     heldout = None
     if evaluate_heldout and model_name in BUILTIN_MODELS:
-        held_sources = builtin_sources("heldout")
-        _fill_cache_in_child(model_name, "builtin", missing_photos(model_name, held_sources, 16, 1000, cache), 16,
-                             1000, cache, child_threads, heldout=True)
-        held = extract_tokens(model_name, held_sources, 16, 1000, cache)
+        held = heldout_tokens(model_name, cache)
         heldout = heldout_metrics(out_path, held[::4].astype(np.float32), load_split_model(model_name))
         progress.log("held-out: " + " ".join(f"L{k + 1} {b:.0f}B cos {c:.3f} top1 {t:.2f}" for k, (b, c, t)
                                              in enumerate(zip(heldout["bytes"], heldout["cosine"], heldout["top1"]))))
