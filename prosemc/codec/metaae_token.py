@@ -73,6 +73,16 @@ class TokenWeights:
     def layer_count(self) -> int:
         return len(self.steps)
 
+    @property
+    def alphabets(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per layer: lowest and highest codable symbol [C + 1] of each context's table."""
+        cached = self.__dict__.get("_alphabets")
+        if cached is None:
+            cached = [(np.array([t.offset for t in layer]), np.array([t.offset + t.alphabet_size - 1 for t in layer]))
+                      for layer in self.tables]
+            object.__setattr__(self, "_alphabets", cached)
+        return cached
+
     @classmethod
     def build(cls, name: str, sha: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> "TokenWeights":
         """Validate a parsed weights file; ValueError naming what is wrong."""
@@ -135,7 +145,7 @@ class LatentState:
 
     def _neighbours(self, a: int, b: int) -> np.ndarray:
         """Significant neighbours [N, b - a] in the same channel: 4 on a square grid, else previous and next token."""
-        sig = self.significant[:, a:b].astype(np.int64)
+        sig = self.significant[:, a:b].astype(np.int8)
         if self.grid:
             grid = sig.reshape(self.grid, self.grid, b - a)
             count = np.zeros_like(grid)
@@ -156,7 +166,7 @@ class LatentState:
         bucket = (np.arange(b - a) * CHANNEL_BUCKETS) // (b - a)
         activity = np.searchsorted(self.activity_edges, self.significant.sum(axis=1), side="left")
         key = (bucket[None, :] * NEIGHBOUR_STATES + self._neighbours(a, b)) * ACTIVITY_STATES + activity[:, None]
-        return np.where(self.significant[:, a:b], TOKEN_CONTEXTS, key)
+        return np.where(self.significant[:, a:b], TOKEN_CONTEXTS, key).astype(np.uint8)  # small keys: radix sorts
 
     def quantise(self, z: np.ndarray, k: int) -> np.ndarray:
         """Symbols [N, b - a] (int64) of layer k: z - z' on its channels, dead zone where not yet significant."""
@@ -168,18 +178,16 @@ class LatentState:
     def groups(self, q: np.ndarray, k: int) -> list[tuple[np.ndarray, FrequencyTable]]:
         """(symbols, table) per context in coding order: context 0..C (C = refinement), row-major inside each."""
         keys = self.keys(k).ravel()
+        symbols = q.ravel()
+        low, high = self.w.alphabets[k]
+        if ((symbols < low[keys]) | (symbols > high[keys])).any():
+            raise CodecError(f"layer {k + 1}: symbols outside the trained alphabet (tokens far outside the "
+                             "training distribution); use the baseline codec for these tokens")
         order = np.argsort(keys, kind="stable")
-        flat, counts = q.ravel()[order], np.bincount(keys, minlength=TOKEN_CONTEXTS + 1)
-        out, position = [], 0
-        for key, count in enumerate(counts.tolist()):
-            if count:
-                table, group = self.w.tables[k][key], flat[position : position + count]
-                if group.min() < table.offset or group.max() >= table.offset + table.alphabet_size:
-                    raise CodecError(f"layer {k + 1}: symbols outside the trained alphabet (tokens far outside the "
-                                     "training distribution); use the baseline codec for these tokens")
-                out.append((group, table))
-            position += count
-        return out
+        flat, counts = symbols[order], np.bincount(keys, minlength=TOKEN_CONTEXTS + 1)
+        ends = np.cumsum(counts)
+        return [(flat[end - count : end], self.w.tables[k][key])
+                for key, (count, end) in enumerate(zip(counts.tolist(), ends.tolist())) if count]
 
     def read(self, reader: Any, k: int) -> np.ndarray:
         """Symbols [N, b - a] of layer k from an entropy reader (the inverse of groups)."""
@@ -200,11 +208,11 @@ class LatentState:
         """Add layer k's symbols to the reconstruction and the significance map."""
         a, b = self.w.ranges[k]
         step, w = self.w.steps[k], self.w
-        rec, sig = self.reconstruction[:, a:b], self.significant[:, a:b]
+        sig = self.significant[:, a:b]
         values = q.astype(np.float64)
-        fresh, more = (q != 0) & ~sig, (q != 0) & sig
-        rec[fresh] = np.sign(values[fresh]) * (np.abs(values[fresh]) - w.deadzone + w.offset) * step
-        rec[more] += values[more] * step
+        fresh = np.sign(values) * (np.abs(values) - w.deadzone + w.offset) * step  # a newly significant value
+        self.reconstruction[:, a:b] = np.where(sig, self.reconstruction[:, a:b] + values * step,
+                                               np.where(q != 0, fresh, 0.0))
         sig |= q != 0
         self.applied = k + 1
 

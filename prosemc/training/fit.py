@@ -1,5 +1,8 @@
 """Training the Meta AutoEncoder (torch): one model, every level of the progressive metaae/1 codec.
 
+`lite` gets the pooled codec below; every other model (lite-dense, Hugging Face VLMs) the per-token one
+(`fit_per_token`, prosemc.training.token_fit).
+
     photos --augment, frozen edge half in a child process (training.photos)--> tokens x [B, 49, 1280] (cached)
     shipped (pooled, diagonal):  m = mean_n clip(x)  [B, 1, D];  y = m * a + c;  m' = clamp((y' ) * a' + c', 0, 6)
     dense variants:  nested  y = E(x) [B, N, L]; level k sends channels m_{k-1}..m_k; x'_k = clamp(D(y'[:m_k]))
@@ -13,8 +16,8 @@
     then (numpy, fit_refinement): integer context tables and fill weights of the refinement levels.
 
 `fit` extracts (cached) tokens, trains with a progress line on stderr, checkpoints every epoch (and at max_steps)
-so an interrupted run resumes, and is deterministic for a seed on one machine. `training.export` writes the
-safetensors file that `prosemc.codec.metaae` (numpy, no torch) loads.
+so an interrupted run resumes, and is deterministic for a seed on one machine. `training.pooled_tables` builds the
+tensors of the weights file (schema and writer: prosemc.codec.metaae_weights) that `prosemc.codec.metaae` loads.
 """
 
 from __future__ import annotations
