@@ -29,7 +29,7 @@ test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install
-	$(VENV)/bin/prosemc bench speed
+	$(VENV)/bin/prosemc bench speed --out docs/bench
 
 # More unlabeled training photos for `prosemc fit --images photos/debian` (not needed by the tests): the photo and
 # artwork wallpapers of six Debian packages (licences in docs/metaae.md), one file per wallpaper, ~90 images.

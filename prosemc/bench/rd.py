@@ -182,8 +182,6 @@ def run(photos: dict[str, Any], model: Any, codecs: list[str], answers: bool = T
     }
     codec = codec_for(codecs[0], model.model_id)
     if hasattr(codec, "quality_estimate") and hasattr(model, "logits"):
-        if progress:
-            progress("views")
         results["learned_codec"] = learned_codec_checks(model, codec, photo_views(model, "heldout", 8, 1000),
                                                         photo_views(model, "train", 2, 0))
     return evaluation, results

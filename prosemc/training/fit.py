@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from prosemc.errors import InputError, ModelError
+from prosemc.progress import Progress
 from prosemc.training.model import (
     pooled_tokens,
     Diagonal,
@@ -153,28 +153,6 @@ def evaluate(model: MetaAE, tokens: np.ndarray, head: tuple[torch.Tensor, torch.
     return metrics
 
 
-class ProgressLine:
-    """A one-line progress display on stderr (rewritten in place on a terminal, printed every epoch otherwise)."""
-
-    def __init__(self, stream=sys.stderr, quiet: bool = False) -> None:
-        self.stream = stream
-        self.quiet = quiet
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-
-    def update(self, text: str, final: bool = False) -> None:
-        if self.quiet:
-            return
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
-            self.stream.flush()
-        elif final:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-
-    def log(self, text: str) -> None:
-        self.update(text, final=True)
-
-
 @dataclass
 class FitReport:
     """What `fit` did: output path and sha256, steps, seconds, and held-out metrics if measured."""
@@ -208,10 +186,10 @@ def train(
     head: tuple[torch.Tensor, torch.Tensor],
     checkpoint: Path | None = None,
     max_steps: int | None = None,
-    progress: ProgressLine | None = None,
+    progress: Progress | None = None,
 ) -> tuple[MetaAE, int, int, bool]:
     """Train on tokens [S, N, D] (float16/32); return (model, steps done, step resumed from, finished)."""
-    progress = progress or ProgressLine(quiet=True)
+    progress = progress or Progress("fit", quiet=True)
     if config.pooled:
         tokens = pooled_tokens(tokens)
     torch.manual_seed(config.seed)
@@ -237,6 +215,7 @@ def train(
             step = int(state["step"])
             progress.log(f"fit: resuming from step {step}/{total} ({checkpoint})")
     resumed_from = step
+    progress.restart(done=step, total=total)  # the ETA counts only this run's steps
 
     def save_checkpoint() -> None:
         if checkpoint is None:
@@ -250,7 +229,6 @@ def train(
         os.replace(partial, checkpoint)
 
     model.train()
-    started = time.perf_counter()
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
         order = np.random.default_rng([config.seed, epoch]).permutation(tokens.shape[0])
@@ -270,10 +248,8 @@ def train(
             log_lambda = (log_lambda + 0.1 * (ratio - 1.0)).clamp(math.log(1e-3), math.log(1e3))
         step += 1
         cumulative = np.cumsum([r.item() for r in byte_rates])
-        text = f"fit {step}/{total} ep {epoch + 1}/{config.epochs} " + " ".join(
-            f"L{k + 1}:{b:.0f}B cos{s['cos']:.3f} kl{s['kl']:.3f}" for k, (b, s) in enumerate(zip(cumulative, stats))
-        ) + f" {time.perf_counter() - started:.0f}s"
-        progress.update(text, final=(step % steps_per_epoch == 0))
+        progress.update(step, f"epoch {epoch + 1}/{config.epochs} " + " ".join(
+            f"L{k + 1}:{b:.0f}B cos{s['cos']:.3f} kl{s['kl']:.3f}" for k, (b, s) in enumerate(zip(cumulative, stats))))
         if step % steps_per_epoch == 0:
             save_checkpoint()
         if max_steps is not None and step >= max_steps and step < total:
@@ -326,7 +302,7 @@ def fit(
     for key, value in (config_overrides or {}).items():
         setattr(config, key, tuple(value) if isinstance(value, list) else value)
     config.validate()
-    progress = ProgressLine(quiet=quiet)
+    progress = Progress("fit", quiet=quiet)
     started = time.perf_counter()
     cache = Path(cache_dir) if cache_dir is not None else None
     sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
@@ -335,6 +311,7 @@ def fit(
     out_path = Path(out_path)
     checkpoint = _checkpoint_path(out_path, Path(checkpoint_dir) if checkpoint_dir is not None else None)
     model, steps, resumed, finished = train(config, tokens, head, checkpoint, max_steps, progress)
+    progress.close(failed=not finished)
     heldout = None
     if finished and evaluate_heldout:
         held = heldout_tokens(model_name, cache)
@@ -346,8 +323,7 @@ def fit(
         ))
     sha = ""
     if finished:
-        extra = {"images": str(images) if isinstance(images, (str, os.PathLike)) else "list", "photos": len(sources),
-                 "train_views": int(tokens.shape[0]), "steps": steps}
+        extra = extra_info(images, sources, tokens, steps)
         observed = observed_symbols(model, tokens)
         refine = fit_refinement(model, model_name, tokens, observed=observed) if config.refine_steps else None
         sha = export_weights(model, out_path, model_name, extra, refine, observed)
@@ -355,6 +331,12 @@ def fit(
             checkpoint.unlink()
     return FitReport(str(out_path), sha, steps, time.perf_counter() - started, resumed, int(tokens.shape[0]),
                      asdict(config), heldout)
+
+
+def extra_info(images: Any, sources: list[Any], tokens: np.ndarray, steps: int) -> dict[str, Any]:
+    """The weights file's `training` metadata: which images, how many photos and views, how many steps."""
+    return {"images": str(images) if isinstance(images, (str, os.PathLike)) else "list", "photos": len(sources),
+            "train_views": int(tokens.shape[0]), "steps": steps}
 
 
 def training_tokens(model_name: str, images: Any, views: int, seed: int, cache: Path | None,
@@ -425,7 +407,6 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
         raise InputError("views and step levels must be at least 1 and steps at least 0")
     if config.ordering not in ("bitplane", "nested"):
         raise InputError(f"ordering must be 'bitplane' or 'nested', got {config.ordering!r}")
-    progress = ProgressLine(quiet=quiet)
     started = time.perf_counter()
     cache = Path(cache_dir) if cache_dir is not None else None
     sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
@@ -436,17 +417,19 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
             parameter.requires_grad_(False)
         cloud = model.cloud_logits
     losses: list[float] = []
-    transform = train_transform(tokens, config, cloud, lambda text, final: progress.update(text, final), losses)
-    extra = {"images": str(images) if isinstance(images, (str, os.PathLike)) else "list", "photos": len(sources),
-             "train_views": int(tokens.shape[0]), "steps": config.steps}
-    tensors, metadata = export_tensors(tokens, transform, config, model_name, extra)
+    with Progress("fit", total=config.steps or None, quiet=quiet) as progress:
+        transform = train_transform(tokens, config, cloud, progress.update, losses)
+        progress.update(config.steps, "integer tables and error head")
+        tensors, metadata = export_tensors(tokens, transform, config, model_name, extra_info(images, sources, tokens,
+                                                                                              config.steps))
     sha = metaae_weights.write(out_path, tensors, metadata)
     heldout = None
     if evaluate_heldout and model_name in BUILTIN_MODELS:
         held = heldout_tokens(model_name, cache)
         heldout = heldout_metrics(out_path, held[::4].astype(np.float32), load_split_model(model_name))
-        progress.log("held-out: " + " ".join(f"L{k + 1} {b:.0f}B cos {c:.3f} top1 {t:.2f}" for k, (b, c, t)
-                                             in enumerate(zip(heldout["bytes"], heldout["cosine"], heldout["top1"]))))
+        levels = zip(heldout["bytes"], heldout["cosine"], heldout["top1"])
+        Progress("fit", quiet=quiet).log("held-out: " + " ".join(
+            f"L{k + 1} {b:.0f}B cos {c:.3f} top1 {t:.2f}" for k, (b, c, t) in enumerate(levels)))
     return FitReport(str(out_path), sha, config.steps, time.perf_counter() - started, 0, int(tokens.shape[0]),
                      asdict(config), heldout, losses)
 

@@ -102,11 +102,11 @@ def per_token_cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def train_transform(tokens: np.ndarray, config: TokenConfig, cloud: Callable[[torch.Tensor], torch.Tensor] | None,
-                    progress: Callable[[str, bool], None], losses: list[float] | None = None) -> tuple[np.ndarray, ...]:
+                    progress: Callable[[int, str], None], losses: list[float] | None = None) -> tuple[np.ndarray, ...]:
     """Learn per-channel quantiser gains on the PCA basis (the decoder stays the encoder's exact inverse, so the
     finest level loses nothing); return (enc_weight [D, L], enc_bias [L], dec_weight [L, D], dec_bias [D]).
 
-    losses, when given, receives each step's distortion loss."""
+    progress(steps done, note) is called after every step; losses, when given, receives each step's distortion loss."""
     torch.manual_seed(config.seed)
     mean, basis, gain = pca_init(tokens, config)
     mean_t, basis_t = torch.from_numpy(mean).float(), torch.from_numpy(basis).float()
@@ -145,8 +145,7 @@ def train_transform(tokens: np.ndarray, config: TokenConfig, cloud: Callable[[to
         (loss + multiplier * rate / reference_rate).backward()
         optimiser.step()
         multiplier = max(0.0, multiplier + 0.5 * (float(rate.item()) / reference_rate - 1.0))  # dual: rate stays put
-        progress(f"fit {step + 1}/{config.steps} loss {loss.item():.4f} rate {rate.item():.0f} B "
-                 f"(start {reference_rate:.0f} B)", (step + 1) % 20 == 0 or step + 1 == config.steps)
+        progress(step + 1, f"loss {loss.item():.4f} rate {rate.item():.0f} B (start {reference_rate:.0f} B)")
     g = log_gain.detach().double().numpy()
     enc = basis * g[None, :]
     return (enc.astype(np.float32), (-(mean @ basis) * g).astype(np.float32),
