@@ -44,12 +44,17 @@ def token_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
 
 
-def per_token_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine of each token of [N, D] tensors, averaged over tokens (a token that is zero in both scores 1)."""
+def token_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each token [N] of [N, D] tensors (a token that is zero in both scores 1)."""
     a, b = a.astype(np.float64), b.astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     both_zero = ~a.any(axis=1) & ~b.any(axis=1)
-    return float(np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1.0), both_zero).mean())
+    return np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1.0), both_zero.astype(np.float64))
+
+
+def per_token_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of each token of [N, D] tensors, averaged over tokens (the flattened cosine hides weak tokens)."""
+    return float(token_cosines(a, b).mean())
 
 
 def codec_levels(codec_name: str, edge: EdgeTokens, model_id: str) -> list[Sent]:

@@ -118,7 +118,7 @@ def photo_views(model: Any, split: str, views: int, seed: int) -> list[np.ndarra
 def learned_codec_checks(model: Any, codec: Any, held: list[np.ndarray], train: list[np.ndarray]) -> dict[str, Any]:
     """A per-token metaae codec on token views: top-1 and per-token cosine per layer on held-out and training photos
     (does it generalise?), and its error head against the truth (Pearson per view and layer, and per token)."""
-    from prosemc.evaluate import per_token_cosine
+    from prosemc.evaluate import token_cosines
 
     out: dict[str, Any] = {}
     predicted, truth, token_predicted, token_truth = [], [], [], []
@@ -132,14 +132,14 @@ def learned_codec_checks(model: Any, codec: Any, held: list[np.ndarray], train: 
                 state = codec.state(encoded.params, encoded.layers[:k], x.shape)
                 decoded = state.tokens()
                 rows_top1.append(float(int(np.argmax(model.logits(decoded))) == label))
-                rows_cosine.append(per_token_cosine(x, decoded))
+                cosines = token_cosines(x, decoded)
+                rows_cosine.append(float(cosines.mean()))
                 if name == "heldout":
                     quality = state.quality()
                     predicted.append(float(quality.mean()))
                     truth.append(rows_cosine[-1])
                     token_predicted.append(quality)
-                    dot = (x.astype(np.float64) * decoded).sum(1)
-                    token_truth.append(dot / (np.linalg.norm(x, axis=1) * np.linalg.norm(decoded, axis=1) + 1e-30))
+                    token_truth.append(cosines)
             top1.append(rows_top1)
             cosine.append(rows_cosine)
             sizes.append(np.cumsum([len(layer) for layer in encoded.layers]).tolist())

@@ -74,7 +74,7 @@ def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs:
 
     \b
       prosemc fit --model lite --images builtin -o metaae-lite.safetensors --seed 0
-      prosemc fit --model lite-dense --images builtin -o metaae-lite-dense.safetensors --seed 0
+      prosemc fit --model lite-dense --images builtin -o metaae-lite-dense.safetensors --seed 0 --threads 1
       prosemc fit --model HuggingFaceTB/SmolVLM-256M-Instruct --images photos/ -o smolvlm.safetensors
 
     The first two examples reproduce the shipped weights (compare their sha256 with `prosemc models`). Every output

@@ -437,7 +437,7 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
 def heldout_metrics(weights: str | os.PathLike[str], tokens: np.ndarray, model: Any) -> dict[str, list[float]]:
     """Per layer on token views [S, N, D]: mean cumulative payload bytes, per-token cosine, top-1 agreement."""
     from prosemc.codec.metaae import make_metaae
-    from prosemc.training.token_fit import token_cosines
+    from prosemc.evaluate import token_cosines
 
     codec = make_metaae(weights)
     sizes, cosines, top1 = [], [], []

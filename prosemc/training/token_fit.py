@@ -22,6 +22,7 @@ import torch
 
 from prosemc.codec import metaae_weights
 from prosemc.codec.metaae_token import LatentState, TokenMetaAECodec, TokenWeights
+from prosemc.evaluate import token_cosines
 
 
 @dataclass
@@ -300,11 +301,3 @@ def _analytic(state: LatentState) -> np.ndarray:
         return state.quality()
     finally:
         state.w.calibration[k] = saved
-
-
-def token_cosines(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Cosine of each token [N] between tokens x and y [N, D] (1 where both are zero)."""
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    norms = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
-    both_zero = (np.abs(x).sum(1) == 0) & (np.abs(y).sum(1) == 0)
-    return np.where(norms > 0, (x * y).sum(1) / np.where(norms > 0, norms, 1.0), both_zero.astype(np.float64))
