@@ -220,8 +220,9 @@ class LatentState:
         """Tokens' [N, D] float32 decoded from the latent reconstruction so far."""
         return (self.reconstruction @ self.w.dec_weight + self.w.dec_bias).astype(np.float32)
 
-    def quality(self) -> np.ndarray:
-        """Predicted cosine [N] of each token against the full tokens after the layers applied (the error head)."""
+    def quality(self, calibrated: bool = True) -> np.ndarray:
+        """Predicted cosine [N] of each token against the full tokens after the layers applied (the error head);
+        calibrated=False gives the analytic estimate the per-layer calibration is fitted on."""
         k = self.applied - 1
         step = self.w.channel_step[k]
         error = np.where(self.significant, step[None, :] ** 2 / 12.0, self.w.insignificant[k][None, :])
@@ -229,6 +230,8 @@ class LatentState:
         decoded = self.tokens().astype(np.float64)
         signal = (decoded * decoded).sum(axis=1)
         analytic = np.sqrt(signal / np.maximum(signal + energy, 1e-30))
+        if not calibrated:
+            return analytic
         a, b = self.w.calibration[k]
         return np.clip(a + b * analytic, 0.0, 1.0)
 

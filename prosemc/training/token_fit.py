@@ -242,7 +242,6 @@ def export_tensors(tokens: np.ndarray, transform: tuple[np.ndarray, ...], config
     counts = np.zeros((len(layers), contexts + 1, width), dtype=np.int64)
     insignificant_sum = np.zeros((len(layers), latent))
     insignificant_count = np.zeros((len(layers), latent))
-    pairs: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in layers]
     for x in sample:
         latent_x = codec.latent(x)
         state = LatentState(weights, x.shape[0])
@@ -254,7 +253,6 @@ def export_tensors(tokens: np.ndarray, transform: tuple[np.ndarray, ...], config
             still = ~state.significant
             insignificant_sum[k] += (latent_x ** 2 * still).sum(axis=0)
             insignificant_count[k] += still.sum(axis=0)
-            pairs[k].append((x, state.tokens()))
     tables = np.zeros_like(counts)
     for k in range(len(layers)):
         for c in range(contexts + 1):
@@ -271,9 +269,9 @@ def export_tensors(tokens: np.ndarray, transform: tuple[np.ndarray, ...], config
     calibration = np.zeros((len(layers), 2), dtype=np.float32)
     for k in range(len(layers)):
         analytic, truth = [], []
-        for x, _ in pairs[k][:64]:
+        for x in sample[:64]:  # the views the calibration is fitted on
             state = codec_state(weights, x, k + 1)
-            analytic.append(_analytic(state))
+            analytic.append(state.quality(calibrated=False))
             truth.append(token_cosines(x, state.tokens()))
         a, t = np.concatenate(analytic), np.concatenate(truth)
         slope, intercept = np.polyfit(a, t, 1) if np.ptp(a) > 1e-9 else (0.0, float(t.mean()))
@@ -290,14 +288,3 @@ def codec_state(weights: TokenWeights, x: np.ndarray, layers: int) -> LatentStat
     for k in range(layers):
         state.apply(state.quantise(latent_x, k), k)
     return state
-
-
-def _analytic(state: LatentState) -> np.ndarray:
-    """The uncalibrated per-token estimate (calibration a = 0, b = 1)."""
-    k = state.applied - 1
-    saved = state.w.calibration[k].copy()
-    state.w.calibration[k] = (0.0, 1.0)
-    try:
-        return state.quality()
-    finally:
-        state.w.calibration[k] = saved
