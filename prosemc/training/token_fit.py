@@ -1,7 +1,9 @@
 """Training the per-token Meta AutoEncoder (torch) and exporting its integer tables and error head (numpy).
 
-    tokens x [S, N, D] (cached views of unlabeled photos) --PCA--> initial E = V * g, P = V^T / g (channels by variance)
-    train (Adam, straight-through rounding): z = x @ E + e;  z'_j = deadzone_quantise(z, s_j) for step levels j
+    tokens x [S, N, D] (cached views of unlabeled photos) --PCA (optionally in the cloud's Fisher metric)-->
+        E = B * g, P = B^-1 / g: channels by variance, one step scale g (the first step = 4 x the largest deviation)
+    optional training of per-channel gains g_c (--steps; Adam, straight-through rounding):
+        z = x @ E + e;  z'_j = deadzone_quantise(z, s_j) for step levels j
         loss = sum_j [ relMSE(x, x'_j) + (1 - mean per-token cosine) + w * KL(cloud(x) || cloud(x'_j)) ] + lambda * R
         x'_j = z'_j @ P + p;  cloud = the model's own layers after the split (label logits), where it has one;
         R = Laplace rate of the latents at every step, lambda (a dual variable) keeps R at its PCA value
@@ -35,7 +37,7 @@ class TokenConfig:
     first_step_sigmas: float = 4.0
     deadzone: float = 0.4  # not yet significant: q = floor(|r| / step + deadzone)
     offset: float = 0.5  # newly significant value = sign(q) * (|q| - deadzone + offset) * step
-    steps: int = 0  # training steps of the quantiser gains (0: the PCA transform; see docs/metaae.md)
+    steps: int = 0  # training steps of the quantiser gains (0: the PCA transform; see docs/metaae-token.md)
     batch: int = 16  # views per step
     levels_per_step: int = 2  # step levels whose distortion each training step measures (chosen at random)
     cloud_batch: int = 4  # views per step that also go through the cloud layers
