@@ -5,6 +5,7 @@
 
 Metrics compare each scheme's tokens' with the uncompressed tokens of the same image:
 - token_cosine: cosine similarity of the flattened token tensors;
+- per_token_cosine: cosine of each token, averaged over tokens (the flattened cosine hides errors in weak tokens);
 - top1_agreement: the classifier's top-1 label on tokens' equals the one on tokens (lite only);
 - answer_consistency: cosine similarity of all-MiniLM-L6-v2 sentence embeddings of the two answers
   (the paper's "semantic consistency").
@@ -18,13 +19,12 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from prosemc.codec import make_codec
 from prosemc.format import chunk_sizes, header_size, prefix_sizes
 from prosemc.models import EdgeTokens, VisionLanguageModel
-from prosemc.pipeline import build_psem
+from prosemc.pipeline import build_psem, codec_for
 from prosemc.profiles import profile_of
 
-BUDGETS = (256, 384, 512, 1024, 2048, 4096)
+BUDGETS = (256, 384, 512, 1024, 2048, 4096, 8192)
 COMPACT_SUFFIX = "-compact"  # scheme name of a codec's levels in the compact form: "metaae-compact"
 DEFAULT_QUESTION = "What is shown in the image?"
 
@@ -46,12 +46,25 @@ def token_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
 
 
+def token_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each token [N] of [N, D] tensors (a token that is zero in both scores 1)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = ~a.any(axis=1) & ~b.any(axis=1)
+    return np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1.0), both_zero.astype(np.float64))
+
+
+def per_token_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of each token of [N, D] tensors, averaged over tokens (the flattened cosine hides weak tokens)."""
+    return float(token_cosines(a, b).mean())
+
+
 def codec_levels(codec_name: str, edge: EdgeTokens, model_id: str, compact: bool = False) -> list[Sent]:
     """Every layer prefix of a codec: the whole `.psem` size (header included) and the decoded tokens.
 
     compact: also each prefix's size in the compact form, as scheme "<codec>-compact" sharing the same tokens.
     """
-    codec = make_codec(codec_name)
+    codec = codec_for(codec_name, model_id)
     header, layers = build_psem(edge, model_id, codec)
     shape = edge.tokens.shape
     decoded = [codec.decode(header.codec_params, layers[:k], shape) for k in range(1, len(layers) + 1)]
@@ -170,7 +183,7 @@ class Evaluation:
         out = []
         for (scheme, level), samples in groups.items():
             row: dict[str, Any] = {"scheme": scheme, "level": level, "images": len(samples)}
-            for key in ("bytes", "token_cosine", "top1_agreement", "answer_consistency"):
+            for key in ("bytes", "token_cosine", "per_token_cosine", "top1_agreement", "answer_consistency"):
                 values = [s[key] for s in samples if s.get(key) is not None]
                 row[key] = round(float(np.mean(values)), 4) if values else None
             out.append(row)
@@ -187,7 +200,7 @@ class Evaluation:
                 picked.append(max(fitting, key=lambda s: s["level"]) if fitting else None)
             row: dict[str, Any] = {"budget": budget, "scheme": scheme,
                                    "images_fitting": sum(p is not None for p in picked)}
-            for key in ("bytes", "token_cosine", "top1_agreement", "answer_consistency"):
+            for key in ("bytes", "token_cosine", "per_token_cosine", "top1_agreement", "answer_consistency"):
                 if any(p is not None and p.get(key) is None for p in picked):
                     row[key] = None
                     continue
@@ -257,6 +270,7 @@ def evaluate(images: dict[str, Any], model: VisionLanguageModel, codecs: list[st
             values = measured.get(id(sent.tokens))
             if values is None:
                 values = measured[id(sent.tokens)] = {"token_cosine": token_cosine(edge.tokens, sent.tokens),
+                                                      "per_token_cosine": per_token_cosine(edge.tokens, sent.tokens),
                                                       "top1_agreement": None, "answer_consistency": None}
                 if classify:
                     values["top1_agreement"] = float(classify(sent.tokens)[0][0] == reference_label)

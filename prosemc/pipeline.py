@@ -29,7 +29,7 @@ from prosemc.format import (
     header_size,
     layers_within,
 )
-from prosemc.models import DEFAULT_MODEL, EdgeTokens, VisionLanguageModel, load_model
+from prosemc.models import BUILTIN_MODELS, EdgeTokens, VisionLanguageModel, load_model
 from prosemc.profiles import default_store, profile_of
 
 
@@ -49,8 +49,20 @@ class EncodeReport:
 
 
 def default_codec(model_name: str) -> str:
-    """The codec `encode` uses unless told: the trained Meta AutoEncoder for `lite`, the baseline otherwise."""
-    return "metaae" if model_name == DEFAULT_MODEL else "baseline"
+    """The codec `encode` uses unless told: the trained Meta AutoEncoder where prosemc ships weights for the model
+    (`lite`: the pooled mean-token codec; `lite-dense`: the per-token one), the training-free baseline otherwise."""
+    from prosemc.codec.metaae_weights import shipped_weights_path
+
+    return "metaae" if shipped_weights_path(model_name).is_file() else "baseline"
+
+
+def codec_for(codec_name: str, model_name: str, weights: str | None = None) -> Codec:
+    """The codec to encode model_name's tokens with: metaae with `weights` or the weights shipped for the model."""
+    if codec_name == "metaae":
+        return make_codec(codec_name, weights=weights, model=model_name)
+    if weights is not None:
+        raise InputError(f"--codec-weights applies to the metaae codec, not {codec_name!r}; drop it or use --codec metaae")
+    return make_codec(codec_name)
 
 
 def build_psem(edge: EdgeTokens, model_id: str, codec: Codec,
@@ -80,6 +92,7 @@ def encode_image(
     model: VisionLanguageModel,
     *,
     codec_name: str | None = None,
+    codec_weights: str | None = None,
     max_layers: int | None = None,
     max_bytes: int | None = None,
     compact: bool = False,
@@ -92,7 +105,8 @@ def encode_image(
     start = time.perf_counter()
     edge = model.encode_image(image)
     timings["vision_encoder"] = (time.perf_counter() - start) * 1e3
-    codec = make_codec(codec_name or default_codec(model.model_id))
+    codec = codec_for(codec_name or ("metaae" if codec_weights else default_codec(model.model_id)), model.model_id,
+                      codec_weights)
     start = time.perf_counter()
     header, layers = build_psem(edge, model.model_id, codec)
     timings["codec"] = (time.perf_counter() - start) * 1e3
@@ -121,15 +135,16 @@ class DecodedTokens:
 
 
 def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None,
-                profiles: ProfileStore | None = None) -> DecodedTokens:
+                profiles: ProfileStore | None = None, codec_weights: str | None = None) -> DecodedTokens:
     """Read a `.psem` stream of either form (file, pipe, socket); decode its longest layer prefix within both limits.
 
     profiles: what resolves a compact file (default: this install's profiles, `default_store()`).
+    codec_weights: the learned codec's weights file when the header names weights prosemc does not ship.
     """
     reader = PsemReader(stream, profiles=profiles if profiles is not None else default_store())
     header = reader.header
     assert header is not None
-    codec = codec_from_header(header.codec, header.entropy)
+    codec = codec_from_header(header.codec, header.entropy, weights=codec_weights)
     layers: list[bytes] = []
     budget = PrefixBudget(len(reader.header_bytes), max_layers, max_bytes)
     first_layer, since_last = 0, 0  # file bytes of layer 1; bytes of chunks since the last layer kept
@@ -165,7 +180,7 @@ def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageMo
     from prosemc.models.hf.checkpoint import recorded_hub_id, same_checkpoint
 
     if requested is None:
-        requested = encoder_id if encoder_id == DEFAULT_MODEL else recorded_hub_id(encoder_id)
+        requested = encoder_id if encoder_id in BUILTIN_MODELS else recorded_hub_id(encoder_id)
         if requested is None:
             raise ModelError(f"this .psem was made by model {encoder_id!r} from a local folder; pass that checkpoint "
                              "(hub id or folder) with --model")

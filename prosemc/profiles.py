@@ -79,21 +79,21 @@ def load_profile(argument: str, store: ProfileStore) -> Profile:
 
 
 def builtin_profiles() -> dict[str, PsemHeader]:
-    """name -> profile of the built-in `lite` model with every registered codec (each run on all-zero tokens)."""
+    """name -> profile of each built-in model (`lite`, `lite-dense`) with every registered codec (run on zero tokens)."""
     import numpy as np
 
     from prosemc.codec import make_codec
-    from prosemc.models import DEFAULT_MODEL
-    from prosemc.models.lite import GRID, TOKEN_DIM
+    from prosemc.models import lite, lite_dense
 
-    tokens = np.zeros((GRID * GRID, TOKEN_DIM), np.float32)
     profiles = {}
-    for record in CODECS:
-        codec = make_codec(record.name)
-        encoded, described = codec.encode(tokens), codec.describe()
-        header = PsemHeader(DEFAULT_MODEL, tokens.shape, {**described["codec"], "params": encoded.params},
-                            described["entropy"], layers=len(encoded.layers))
-        profiles[f"{DEFAULT_MODEL}-{record.name}"] = profile_of(header)
+    for model, (n, d) in (("lite", (lite.GRID**2, lite.TOKEN_DIM)), ("lite-dense", (lite_dense.GRID**2, lite_dense.TOKEN_DIM))):
+        tokens = np.zeros((n, d), np.float32)
+        for record in CODECS:
+            codec = make_codec(record.name, **({"model": model} if record.learned else {}))
+            encoded, described = codec.encode(tokens), codec.describe()
+            header = PsemHeader(model, tokens.shape, {**described["codec"], "params": encoded.params},
+                                described["entropy"], layers=len(encoded.layers))
+            profiles[f"{model}-{record.name}"] = profile_of(header)
     return profiles
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from prosemc.cli import cli
-from prosemc.evaluate import Evaluation, Sent, float32_json, image_at_budget, token_cosine
+from prosemc.evaluate import Evaluation, Sent, float32_json, image_at_budget, per_token_cosine, token_cosine
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,8 @@ def test_eval_json_rows_cover_every_scheme_and_improve_with_level(folder):
         assert rows[-1]["token_cosine"] > rows[0]["token_cosine"]
     metaae = [r for r in data["rows"] if r["scheme"] == "metaae"]
     assert len(metaae) == 6 and metaae[-1]["token_cosine"] > 0.99 and metaae[-1]["top1_agreement"] == 1.0
+    assert all(-1.0 <= r["per_token_cosine"] <= 1.0 + 1e-9 for r in data["rows"])
+    assert metaae[-1]["per_token_cosine"] > 0.98 and metaae[0]["per_token_cosine"] < metaae[-1]["per_token_cosine"]
     assert all(r["answer_consistency"] is None for r in data["rows"])
     assert [r["bytes"] for r in data["rows"] if r["scheme"] == "webp"][:3] == pytest.approx([256, 384, 512], abs=12)
     compact = [r for r in data["rows"] if r["scheme"] == "metaae-compact"]
@@ -84,6 +86,11 @@ def test_float32_json_round_trips_and_image_at_budget_fits():
         assert data is not None and len(data) <= budget
         assert Image.open(io.BytesIO(data)).format == "WEBP"
     assert token_cosine(np.ones((2, 2)), 2 * np.ones((2, 2))) == pytest.approx(1.0)
+    # per token: a weak token's error counts as much as a strong one's, which the flattened cosine hides
+    a = np.array([[100.0, 0.0], [1.0, 0.0]])
+    b = np.array([[100.0, 0.0], [0.0, 1.0]])
+    assert token_cosine(a, b) == pytest.approx(0.9999, abs=1e-4) and per_token_cosine(a, b) == pytest.approx(0.5)
+    assert per_token_cosine(np.zeros((1, 3)), np.zeros((1, 3))) == 1.0
 
 
 def test_rd_overheads_meet_the_compact_target_and_the_report_has_the_thin_link_table(chelsea):

@@ -1,7 +1,8 @@
 """Token codecs: one record per codec -- CLI name, header id, factory, how its decoder is rebuilt from a header.
 
     CLI name   codec id        entropy id           per-image params
-    metaae     metaae/1        constriction-ans/1   -              the trained Meta AutoEncoder (prosemc.codec.metaae)
+    metaae     metaae/1        constriction-ans/1   -              the trained Meta AutoEncoder: pooled (prosemc.codec.metaae,
+                                                                   lite) or per token (prosemc.codec.metaae_token), as its weights say
     baseline   sr-baseline/1   constriction-ans/1   steps, clip    progressive, training-free (prosemc.codec.baseline)
     raw-f32    raw-f32/1       none                 -              one lossless layer
     raw-f16    raw-f16/1       none                 -              one float16 layer
@@ -50,9 +51,9 @@ def _int8(**options: Any) -> Codec:
 
 
 def _metaae(**options: Any) -> Codec:
-    from prosemc.codec.metaae import MetaAutoEncoderCodec
+    from prosemc.codec.metaae import make_metaae
 
-    return MetaAutoEncoderCodec(**options)
+    return make_metaae(**options)
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,11 @@ class CodecRecord:
     learned: bool = False  # trained weights, named by the header's codec.model_sha256
     per_image_params: tuple[str, ...] = ()  # codec.params keys that change with every image
 
-    def decoder(self, codec_section: dict[str, Any], entropy_id: str) -> Codec:
-        """The decoder for a header's codec section and entropy id; CodecError when they do not fit this codec."""
+    def decoder(self, codec_section: dict[str, Any], entropy_id: str, weights: Any = None) -> Codec:
+        """The decoder for a header's codec section and entropy id; CodecError when they do not fit this codec.
+
+        weights: a learned codec's weights file (default: the shipped file whose sha256 the header names).
+        """
         options: dict[str, Any] = {}
         if self.entropy_coded:
             options["coder_id"] = entropy_id
@@ -79,12 +83,13 @@ class CodecRecord:
             )
         if self.learned:  # refuses a file made with other weights, naming both hashes
             options["model_sha256"] = codec_section.get("model_sha256")
+            options["weights"] = weights
         return make_codec(self.name, **options)
 
 
 CODECS: tuple[CodecRecord, ...] = (
     CodecRecord("metaae", "metaae/1", _metaae,
-                "Meta AutoEncoder metaae/1: trained, 6 progressive layers; the default for lite (lite tokens only)",
+                "Meta AutoEncoder metaae/1: trained weights per model (shipped: lite, lite-dense); the default for both",
                 entropy_coded=True, learned=True),
     CodecRecord("baseline", "sr-baseline/1", _baseline,
                 "sr-baseline/1: training-free successive refinement, 5 progressive layers; any model's tokens",
@@ -126,8 +131,11 @@ def make_codec(name: str, **options: Any) -> Codec:
         raise CodecError(f"codec {name!r} does not take these options ({error})") from error
 
 
-def codec_from_header(codec_section: dict[str, Any], entropy_section: dict[str, Any]) -> Codec:
-    """The decoder for a .psem header's "codec" and "entropy" sections; CodecError naming an unknown id."""
+def codec_from_header(codec_section: dict[str, Any], entropy_section: dict[str, Any], weights: Any = None) -> Codec:
+    """The decoder for a .psem header's "codec" and "entropy" sections; CodecError naming an unknown id.
+
+    weights: a learned codec's weights file (default: the shipped file whose sha256 the header names).
+    """
     codec_id = codec_section.get("id") if isinstance(codec_section, dict) else None
     entropy_id = entropy_section.get("id") if isinstance(entropy_section, dict) else None
     record = record_for_id(codec_id)
@@ -138,4 +146,4 @@ def codec_from_header(codec_section: dict[str, Any], entropy_section: dict[str, 
         )
     if not isinstance(entropy_id, str):
         raise CodecError(f"the file header names no entropy coder id for codec {codec_id!r} (got {entropy_id!r})")
-    return record.decoder(codec_section, entropy_id)
+    return record.decoder(codec_section, entropy_id, weights)
