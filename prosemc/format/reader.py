@@ -2,9 +2,12 @@
 
     PsemReader(stream)  -> .header            (preamble, header JSON and its CRC checked on construction)
     for chunk in reader -> Chunk(LAYR | ext)  (each CRC-checked before it is yielded; never partial)
+    reader.chunks(keep) -> only the chunks keep(type, seq, end) wants; the others are CRC-checked in pieces
+                           and dropped, never held in memory
     reader.end          -> ReadEnd(complete | prefix | truncated at byte X)
 
-A length field is checked against the limits before anything is allocated, and payloads are read in bounded
+A length field is checked against the limits before anything is allocated (and against the codec's bound
+for that layer, once the caller sets `max_layer_bytes` from the header), and payloads are read in bounded
 pieces, so memory follows what actually arrived, not what a header claims.
 """
 
@@ -14,7 +17,7 @@ import io
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 from prosemc.format.errors import (
     BadChunkError,
@@ -127,6 +130,8 @@ class PsemReader:
         self._limits = limits
         self._strict = strict
         self.end: ReadEnd | None = None
+        # the most payload bytes each layer may hold (its length is the codec's layer count); None: the chunk cap
+        self.max_layer_bytes: Sequence[int] | None = None
         self.header_bytes = self._read_header()
         self._position = len(self.header_bytes)
 
@@ -181,6 +186,11 @@ class PsemReader:
             raise TruncatedError(f"input truncated: {self.end.describe()}; send the rest of the file")
 
     def __iter__(self) -> Iterator[Chunk]:
+        return self.chunks()
+
+    def chunks(self, keep: Callable[[bytes, int, int], bool] | None = None) -> Iterator[Chunk]:
+        """Verified chunks in file order; a chunk for which keep(type, seq, end offset) is false is CRC-checked
+        in pieces and dropped without being held in memory (it still counts for `end`)."""
         layers = extensions = 0
         while True:
             start = self._position
@@ -194,33 +204,35 @@ class PsemReader:
             where = f"chunk at byte {start}"
             if not _CHUNK_TYPE.fullmatch(chunk_type):
                 raise BadChunkError(f"{where} has type {chunk_type!r}, not four ASCII letters; the file is corrupt, resend it")
-            if length > self._limits.chunk_bytes:
-                raise ChunkTooLargeError(
-                    f"{where} claims {length} bytes, over the {self._limits.chunk_bytes}-byte cap; "
-                    "the file is corrupt or hostile"
-                )
+            self._check_length(chunk_type, seq, length, where)
             if flags & CHUNK_RESERVED_FLAGS:
                 raise ReservedBitsError(
                     f"{where} sets reserved flag bits 0x{flags & CHUNK_RESERVED_FLAGS:02x}; "
                     "the file needs a newer reader or is corrupt"
                 )
-            rest = _read_up_to(self._stream, length + CRC.size)
-            if len(rest) < length + CRC.size:
-                return self._cut(layers, start, len(frame) + len(rest))
-            payload, (stored,) = rest[:length], CRC.unpack(rest[length:])
-            if stored != zlib.crc32(payload, zlib.crc32(frame, self._header_crc)):
-                label = f"layer {layers + 1}" if chunk_type == LAYER_TYPE else f"extension chunk {chunk_type!r}"
+            is_layer = chunk_type == LAYER_TYPE
+            misplaced = is_layer and (seq != layers or layers >= self.header.layers)  # raised once the CRC is good
+            end = start + len(frame) + length + CRC.size
+            wanted = not misplaced and (keep is None or keep(chunk_type, seq, end))
+            crc = zlib.crc32(frame, self._header_crc)
+            payload, arrived, crc = self._payload(length, crc, wanted)
+            tail = _read_up_to(self._stream, CRC.size) if arrived == length else b""
+            if len(tail) < CRC.size:
+                return self._cut(layers, start, len(frame) + arrived + len(tail))
+            (stored,) = CRC.unpack(tail)
+            if stored != crc:
+                label = f"layer {layers + 1}" if is_layer else f"extension chunk {chunk_type!r}"
                 raise ChecksumError(
-                    f"{label} ({where}, {len(frame) + len(rest)} bytes) fails its checksum: the data was "
+                    f"{label} ({where}, {end - start} bytes) fails its checksum: the data was "
                     f"corrupted after {layers} good layers; resend, or keep the first {layers} with `prosemc truncate`"
                 )
-            self._position = start + len(frame) + len(rest)
-            if chunk_type == LAYER_TYPE:
-                if seq != layers or layers >= self.header.layers:
-                    raise LayerOrderError(
-                        f"{where} is layer index {seq}, expected {layers} of {self.header.layers} declared: "
-                        "layers are duplicated, reordered or extra; re-encode the file"
-                    )
+            self._position = end
+            if misplaced:
+                raise LayerOrderError(
+                    f"{where} is layer index {seq}, expected {layers} of {self.header.layers} declared: "
+                    "layers are duplicated, reordered or extra; re-encode the file"
+                )
+            if is_layer:
                 layers += 1
             elif chunk_type[:1].isupper():
                 raise UnknownChunkError(
@@ -230,7 +242,36 @@ class PsemReader:
                 extensions += 1
                 if extensions > self._limits.extension_chunks:
                     raise LimitError(f"more than {self._limits.extension_chunks} extension chunks; the file is hostile")
-            yield Chunk(chunk_type, seq, flags, payload, start, stored)
+            if wanted:
+                yield Chunk(chunk_type, seq, flags, payload, start, stored)
+
+    def _check_length(self, chunk_type: bytes, seq: int, length: int, where: str) -> None:
+        """ChunkTooLargeError, before anything is read, for a length over the chunk cap or the layer's bound."""
+        if length > self._limits.chunk_bytes:
+            raise ChunkTooLargeError(
+                f"{where} claims {length} bytes, over the {self._limits.chunk_bytes}-byte cap; "
+                "the file is corrupt or hostile"
+            )
+        bounds = self.max_layer_bytes
+        if chunk_type == LAYER_TYPE and bounds is not None and seq < len(bounds) and length > bounds[seq]:
+            raise ChunkTooLargeError(
+                f"{where} claims {length} bytes for layer {seq + 1}, more than its codec can produce for these "
+                f"tokens ({bounds[seq]}); the file is corrupt or hostile"
+            )
+
+    def _payload(self, length: int, crc: int, keep: bool) -> tuple[bytes, int, int]:
+        """(payload or b"" when not kept, bytes that arrived, CRC updated over them), read in bounded pieces."""
+        if keep:
+            payload = _read_up_to(self._stream, length)
+            return payload, len(payload), zlib.crc32(payload, crc)
+        arrived = 0
+        while arrived < length:
+            piece = self._stream.read(min(length - arrived, _PIECE))
+            if not piece:
+                break
+            crc = zlib.crc32(piece, crc)
+            arrived += len(piece)
+        return b"", arrived, crc
 
     def layers(self) -> Iterator[bytes]:
         """Verified layer payloads in order (extension chunks are skipped)."""

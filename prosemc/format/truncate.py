@@ -33,7 +33,9 @@ def truncate(
 ) -> TruncateResult:
     """Copy the longest layer prefix of `source` that has at most `layers` layers and `max_bytes` bytes.
 
-    Streams: reads and writes chunk by chunk. Raises InputError when not even one layer fits.
+    Streams chunk by chunk and buffers nothing: each chunk is written as soon as it is known to fit, so extension
+    chunks between kept layers are kept, and those after the last kept layer too when they fit the budget.
+    Raises InputError when not even one layer fits.
     """
     if layers is None and max_bytes is None:
         raise InputError("say how to truncate: pass --layers K or --max-bytes N")
@@ -45,26 +47,24 @@ def truncate(
         raise InputError(
             f"--max-bytes {max_bytes} is smaller than the header alone ({len(head)} bytes); raise it"
         )
-    written = kept = 0
-    pending: list[bytes] = [head]  # extension chunks wait until the next layer is known to fit
+    out.write(head)
+    written, kept = len(head), 0
     for chunk in reader:
-        pending.append(chunk.to_bytes())
-        if not chunk.is_layer:
-            continue
-        size = written + sum(map(len, pending))
+        size = written + chunk.size
         if max_bytes is not None and size > max_bytes:
             if kept == 0:
                 raise InputError(
-                    f"no layer fits in --max-bytes {max_bytes}: the header and first layer need {size} bytes; "
+                    f"no layer fits in --max-bytes {max_bytes}: the header and layer 1 need at least {size} bytes; "
                     f"raise --max-bytes to at least {size}"
                 )
             break
-        for data in pending:
-            out.write(data)
+        out.write(chunk.to_bytes())
         out.flush()
-        written, pending, kept = size, [], kept + 1
-        if layers is not None and kept == layers:
-            break
+        written = size
+        if chunk.is_layer:
+            kept += 1
+            if layers is not None and kept == layers:
+                break
     if kept == 0:
         raise InputError("the input holds no complete layer, so there is nothing to keep; encode it again")
     return TruncateResult(kept, written, reader.end)
