@@ -88,6 +88,9 @@ def codec_from_header(codec_section: dict[str, Any], entropy_section: dict[str, 
     if name == "baseline":
         return make_codec(name, coder_id=entropy_id)
     if name == "metaae":  # refuses a file made with other weights, naming both hashes
+        if codec_section.get("model_sha256") is None:
+            raise CodecError(f"the file header names no codec.model_sha256, which a learned codec ({codec_id}) "
+                             "requires to pick its weights; the file is corrupt or hostile, re-encode it")
         return make_codec(name, coder_id=entropy_id, model_sha256=codec_section.get("model_sha256"))
     if entropy_id != _UNCODED_ENTROPY_ID:
         raise CodecError(

@@ -32,6 +32,7 @@ import numpy as np
 
 from prosemc.codec.base import EncodedTokens
 from prosemc.codec.entropy import DEFAULT_CODER_ID, FrequencyTable, coder_for_id
+from prosemc.codec.limits import ans_payload_bytes, check_layer_work
 from prosemc.errors import CodecError
 from prosemc.codec.metaae_refine import ACTIVITY_STATES, NEIGHBOUR_STATES, PEAK_CAP, RefinementState
 
@@ -362,8 +363,8 @@ class MetaAutoEncoderCodec:
 
     # --- decoding --------------------------------------------------------------------------------------
 
-    def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
-        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
+    def _stream_layers(self, params: dict[str, Any]) -> int:
+        """The layer count of a stream with these params (CodecError for params these weights cannot decode)."""
         w = self.weights
         if not isinstance(params, dict):
             raise CodecError(f"metaae/1 params must be an object, got {type(params).__name__}")
@@ -372,9 +373,36 @@ class MetaAutoEncoderCodec:
         count = params.get("layers")
         if type(count) is not int or not 1 <= count <= w.layer_count:
             raise CodecError(f"metaae/1 params.layers must be an integer in 1..{w.layer_count}, got {count!r}")
+        return count
+
+    def _layer_symbols(self, rows: int) -> list[int]:
+        """Symbols each layer codes for tokens [rows, D]: autoencoder latents, then per refinement level every
+        coefficient and channel peak (at most)."""
+        w = self.weights
+        latent_rows = 1 if w.pooled else rows
+        refinement = len(w.refine.steps) if w.refine is not None else 0
+        return [latent_rows * (stop - start) for start, stop in zip(w.starts, w.levels)] + \
+            [rows * w.token_dim + w.token_dim] * refinement
+
+    def max_layer_bytes(self, params: dict[str, Any], shape: tuple[int, int]) -> list[int]:
+        """The most payload bytes each layer of such a stream can hold (its ANS words)."""
+        count = self._stream_layers(params)
+        rows = _check_shape(shape, self.weights.token_dim)
+        return [ans_payload_bytes(symbols) for symbols in self._layer_symbols(rows)[:count]]
+
+    def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
+        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
+        w = self.weights
+        count = self._stream_layers(params)
         rows = _check_shape(shape, w.token_dim)
         if not 1 <= len(layers) <= count:
             raise CodecError(f"metaae/1 decodes 1..{count} layers of this stream, got {len(layers)}")
+        for k, (payload, coded) in enumerate(zip(layers, self._layer_symbols(rows))):
+            updated = rows * w.token_dim if k >= len(w.levels) else 0  # a refinement level updates every value
+            try:
+                check_layer_work(self.codec_id, coded + updated, len(payload))
+            except CodecError as error:
+                raise CodecError(f"layer {k + 1}: {error}") from error
         latent_rows = 1 if w.pooled else rows
         symbols = np.zeros((latent_rows, w.levels[-1]), dtype=np.int64)
         ae_layers = min(len(layers), len(w.levels))
