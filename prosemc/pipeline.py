@@ -1,7 +1,8 @@
 """The main job as library calls: image -> `.psem` on the edge; `.psem` prefix -> tokens -> answer on the cloud.
 
     encode_image:  image --model.encode_image--> tokens [N, D] --codec.encode--> layers --PsemWriter--> stream
-    read_tokens:   stream --PsemReader--> first k layers --codec.decode--> tokens' [N, D]
+    read_tokens:   stream (idle timeout) --PsemReader--> header --codec bounds--> first k layers --codec.decode-->
+                   tokens' [N, D]
     answer:        tokens' --model.answer--> Answer
 """
 
@@ -9,14 +10,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
 from prosemc.codec import Codec, codec_from_header, make_codec
-from prosemc.errors import InputError, ModelError
-from prosemc.format import PsemHeader, PsemReader, PsemWriter, ReadEnd
-from prosemc.format.spec import CHUNK_FRAME, CRC
+from prosemc.errors import CodecError, InputError, ModelError
+from prosemc.format import PsemError, PsemHeader, PsemReader, PsemWriter, ReadEnd
+from prosemc.format.idle import IdleTimeoutStream, with_idle_timeout
+from prosemc.format.spec import CHUNK_FRAME, CRC, LAYER_TYPE
 from prosemc.format.writer import encode_header
 from prosemc.models import DEFAULT_MODEL, EdgeTokens, VisionLanguageModel, load_model
 
@@ -113,32 +115,64 @@ class DecodedTokens:
     layers_used: int
     bytes_used: int
     end: ReadEnd
+    stalled_after_s: float | None = None  # the idle timeout that ended the stream, if the sender stalled
 
 
-def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None) -> DecodedTokens:
-    """Read a `.psem` stream (file, pipe, socket); decode its longest layer prefix within both limits."""
-    reader = PsemReader(stream)
+def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None,
+                idle_timeout: float | None = None,
+                on_header: Callable[[PsemHeader], None] | None = None) -> DecodedTokens:
+    """Read a `.psem` stream (file, pipe, socket); decode its longest layer prefix within both limits.
+
+    Before any layer is read, the header's layer count must match the codec's, and each layer is refused as it
+    arrives if it is larger than the codec can produce; layers past the limits are verified, never kept.
+    idle_timeout: seconds without a byte (after the first) after which the stream counts as ended by a stalled
+    sender; the complete layers so far are decoded. on_header(header) runs once the header is valid, e.g. to load
+    the answering model while the layers are still arriving.
+    """
+    source = with_idle_timeout(stream, idle_timeout)
+    try:
+        reader = PsemReader(source)
+    except PsemError as error:
+        if isinstance(source, IdleTimeoutStream) and source.stalled:
+            raise InputError(f"the sender stalled: no byte for {idle_timeout:g} s after {source.bytes_read} bytes, "
+                             "before the .psem header was complete; check the sender, or wait longer") from error
+        raise
     header = reader.header
     codec = codec_from_header(header.codec, header.entropy)
-    layers: list[bytes] = []
-    bytes_used = len(reader.header_bytes)
-    for chunk in reader:
-        within = (max_layers is None or len(layers) < max_layers) and (max_bytes is None or chunk.end <= max_bytes)
-        if chunk.is_layer and within and len(layers) == chunk.seq:
-            layers.append(chunk.payload)
-            bytes_used = chunk.end
-    end = reader.end
-    assert end is not None
-    if not layers:
-        if end.layers and max_bytes is not None:
-            raise InputError(f"--max-bytes {max_bytes} leaves no complete layer; raise it")
-        raise InputError(f"the .psem holds no complete layer ({end.describe()}); send at least layer 1")
     if len(header.token_shape) != 2:
         raise InputError(f"tokens in this .psem are {len(header.token_shape)}-D; prosemc decodes [N, D] tokens only")
     n, d = header.token_shape
+    bounds = codec.max_layer_bytes(header.codec_params, (n, d))
+    if len(bounds) != header.layers:
+        raise CodecError(f"the header declares {header.layers} layers, but its {header.codec_id} parameters describe "
+                         f"{len(bounds)}; the file is corrupt or hostile, re-encode it")
+    reader.max_layer_bytes = bounds
+    if on_header is not None:
+        on_header(header)
+
+    def wanted(kind: bytes, seq: int, end: int) -> bool:
+        return kind == LAYER_TYPE and (max_layers is None or seq < max_layers) and \
+            (max_bytes is None or end <= max_bytes)
+
+    layers: list[bytes] = []
+    bytes_used = len(reader.header_bytes)
+    for chunk in reader.chunks(wanted):
+        layers.append(chunk.payload)
+        bytes_used = chunk.end
+    end = reader.end
+    assert end is not None
+    stalled = idle_timeout if isinstance(source, IdleTimeoutStream) and source.stalled else None
+    if not layers:
+        if end.layers and max_bytes is not None:
+            raise InputError(f"--max-bytes {max_bytes} leaves no complete layer; raise it")
+        why = f"the sender stalled for {idle_timeout:g} s; " if stalled else ""
+        raise InputError(f"the .psem holds no complete layer ({why}{end.describe()}); send at least layer 1")
     tokens = codec.decode(header.codec_params, layers, (n, d))
+    if not np.isfinite(tokens).all():
+        raise CodecError(f"{header.codec_id} decoded non-finite tokens (inf or NaN); the file is corrupt or hostile")
     info = header.metadata.get("info", {})
-    return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used, end)
+    return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used,
+                         end, stalled)
 
 
 def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageModel:
