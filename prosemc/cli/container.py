@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from prosemc.cli import cli
+from prosemc.cli import cli, printable
 from prosemc.cli.io import atomic_output, display_name, open_input
 from prosemc.format import PsemReader, truncate
 
@@ -46,14 +46,15 @@ def describe_file(path: str) -> dict[str, Any]:
 
 
 def _format_info(info: dict[str, Any]) -> str:
+    """The human `info` text; every string from the file is escaped, so it cannot forge lines or drive a terminal."""
     codec = info["codec"]
     sha = codec.get("model_sha256")
     lines = [
-        f"file      {info['file']}  (PSEM {info['version']}, {info['total_bytes']} bytes)",
-        f"encoder   {info['encoder']}",
+        f"file      {printable(info['file'])}  (PSEM {info['version']}, {info['total_bytes']} bytes)",
+        f"encoder   {printable(info['encoder'])}",
         f"tokens    {' x '.join(map(str, info['tokens']['shape']))} {info['tokens']['dtype']}",
-        f"codec     {codec['id']}" + (f"  model sha256 {sha[:16]}…" if sha else ""),
-        f"entropy   {info['entropy']['id']}",
+        f"codec     {printable(codec['id'])}" + (f"  model sha256 {sha[:16]}…" if sha else ""),
+        f"entropy   {printable(info['entropy']['id'])}",
         f"status    {info['summary']}",
         f"header    {info['header_bytes']} bytes",
         "layer     bytes  cumulative  checksum",
@@ -92,8 +93,8 @@ def truncate_command(file: str, output: str, layers: int | None, max_bytes: int 
     """
     if layers is None and max_bytes is None:
         raise click.UsageError("pass --layers K or --max-bytes N (or both)")
-    with open_input(file) as source, atomic_output(output) as out:
+    with open_input(file) as source, atomic_output(output, inputs=[file]) as out:
         result = truncate(source, out, layers=layers, max_bytes=max_bytes)
     report = {"layers": result.layers, "bytes": result.bytes, "output": display_name(output, "<stdout>")}
     click.echo(json.dumps(report, sort_keys=True) if as_json else
-               f"kept {result.layers} layers, {result.bytes} bytes -> {report['output']}", err=True)
+               printable(f"kept {result.layers} layers, {result.bytes} bytes -> {report['output']}"), err=True)
