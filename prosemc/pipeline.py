@@ -126,7 +126,8 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
     Before any layer is read, the header's layer count must match the codec's, and each layer is refused as it
     arrives if it is larger than the codec can produce; layers past the limits are verified, never kept.
     idle_timeout: seconds without a byte (after the first) after which the stream counts as ended by a stalled
-    sender; the complete layers so far are decoded. on_header(header) runs once the header is valid, e.g. to load
+    sender; the complete layers so far are decoded (a stream that is an IdleTimeoutStream already, e.g. over a
+    server's queue of body pieces, keeps its own limits). on_header(header) runs once the header is valid, e.g. to load
     the answering model while the layers are still arriving.
     """
     source = with_idle_timeout(stream, idle_timeout)
@@ -134,8 +135,8 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
         reader = PsemReader(source)
     except PsemError as error:
         if isinstance(source, IdleTimeoutStream) and source.stalled:
-            raise InputError(f"the sender stalled: no byte for {idle_timeout:g} s after {source.bytes_read} bytes, "
-                             "before the .psem header was complete; check the sender, or wait longer") from error
+            raise InputError(f"the sender stalled: no byte for {source.stalled_after:g} s after {source.bytes_read} "
+                             "bytes, before the .psem header was complete; check the sender, or wait longer") from error
         raise
     header = reader.header
     codec = codec_from_header(header.codec, header.entropy)
@@ -161,11 +162,11 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
         bytes_used = chunk.end
     end = reader.end
     assert end is not None
-    stalled = idle_timeout if isinstance(source, IdleTimeoutStream) and source.stalled else None
+    stalled = source.stalled_after if isinstance(source, IdleTimeoutStream) else None
     if not layers:
         if end.layers and max_bytes is not None:
             raise InputError(f"--max-bytes {max_bytes} leaves no complete layer; raise it")
-        why = f"the sender stalled for {idle_timeout:g} s; " if stalled else ""
+        why = f"the sender stalled for {stalled:g} s; " if stalled is not None else ""
         raise InputError(f"the .psem holds no complete layer ({why}{end.describe()}); send at least layer 1")
     tokens = codec.decode(header.codec_params, layers, (n, d))
     if not np.isfinite(tokens).all():

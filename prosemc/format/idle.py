@@ -48,7 +48,7 @@ class IdleTimeoutStream(io.RawIOBase):
         self.timeout = float(timeout)
         self.first_byte_timeout = first_byte_timeout
         self.bytes_read = 0
-        self.stalled = False  # True once the stream ended because the sender went quiet
+        self.stalled_after: float | None = None  # the limit in seconds that ended the stream, if the sender stalled
         self._queue = source if isinstance(source, queue.Queue) else None
         self._fd = None if self._queue is not None else source.fileno()  # type: ignore[union-attr]
         self._poll = select.poll()
@@ -59,6 +59,11 @@ class IdleTimeoutStream(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    @property
+    def stalled(self) -> bool:
+        """Whether the stream ended because no byte arrived within the limit (not because the sender closed it)."""
+        return self.stalled_after is not None
 
     @property
     def idle_limit(self) -> float | None:
@@ -87,13 +92,13 @@ class IdleTimeoutStream(io.RawIOBase):
             try:
                 piece = self._queue.get(timeout=limit)
             except queue.Empty:
-                self.stalled = True
+                self.stalled_after = limit
                 return b""
             piece = bytes(piece or b"")
             self._pending = piece[size:]
             return piece[:size]
         assert self._fd is not None
         if not self._poll.poll(None if limit is None else limit * 1000):  # retried across signals (PEP 475)
-            self.stalled = True
+            self.stalled_after = limit
             return b""
         return os.read(self._fd, size)
