@@ -15,13 +15,13 @@ import pytest
 
 from prosemc import format as psem
 from prosemc.codec import make_codec
-from prosemc.models.cache import MARKER, DamagedCacheError, build_once, stamp, verify
-from prosemc.models.llm import GGUF_NAME, cache_root, converted_dir
+from prosemc.models.cache_builds import MARKER, DamagedCacheError, build_once, stamp, verify
+from prosemc.models.llm import GGUF_NAME, converted_dir
 
 BUILDER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from prosemc.models.cache import build_once
+    from prosemc.models.cache_builds import build_once
 
     target, log = Path(sys.argv[1]), Path(sys.argv[2])
     def build(folder):
@@ -51,7 +51,7 @@ def test_one_process_converts_the_others_wait_with_a_message(tmp_path: Path):
     assert waited and all(text == "prosemc: waiting for another prosemc process to finish converting the test model\n"
                           for text in waited)
     verify(target)
-    assert sorted(p.name for p in target.parent.iterdir()) == [".model-v1.lock", "model-v1"]  # no scratch left
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model-v1"]  # no scratch, no lock file left
 
 
 def test_a_build_follows_the_umask(tmp_path: Path):
@@ -117,12 +117,15 @@ def conversion_stderr(cli_env: dict[str, str]) -> str | None:
     return result.stderr.decode()
 
 
-def test_conversion_progress_off_a_terminal_is_one_line(conversion_stderr: str | None):
-    """The GGUF conversion drew a tqdm bar of \\r-lines and a wrapped two-line message into logs."""
+def test_conversion_progress_off_a_terminal_is_whole_lines(conversion_stderr: str | None):
+    """The GGUF conversion drew a tqdm bar of \\r-redrawn lines and a wrapped message into logs; off a terminal it
+    now writes whole `prosemc:` lines only (a progress line every few seconds, as prosemc.progress does)."""
     if conversion_stderr is None:
         pytest.skip("SmolLM2 was converted by an earlier test; run the whole suite to see the conversion's stderr")
-    assert conversion_stderr.splitlines() == [
-        f"prosemc: converting SmolLM2-135M-Instruct ({GGUF_NAME}) into the cache {cache_root()} (once, ~30 s)"]
+    lines = conversion_stderr.splitlines()
+    assert lines[0] == f"prosemc: converting SmolLM2-135M-Instruct ({GGUF_NAME}) into {converted_dir()}, once"
+    assert all(line.startswith("prosemc: ") for line in lines) and "\r" not in conversion_stderr
+    assert "\x1b" not in conversion_stderr and "it/s" not in conversion_stderr  # no tqdm bar, no terminal codes
 
 
 def test_the_converted_cache_is_a_verified_build_with_the_umask(conversion_stderr: str | None):
