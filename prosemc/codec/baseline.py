@@ -180,9 +180,9 @@ class RefinementState:
         return part
 
     def store(self, channels: np.ndarray, part: "RefinementState") -> None:
-        """Write back the state of channels [C] taken with columns() (other channels hold nothing fresh)."""
+        """Write back the state of channels [C] taken with columns(); the others hold nothing significant, so
+        nothing fresh either."""
         if part is not self:
-            self.fresh[:] = False
             self.reconstruction[:, channels] = part.reconstruction
             self.significant[:, channels] = part.significant
             self.fresh[:, channels] = part.fresh

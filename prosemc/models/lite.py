@@ -62,10 +62,12 @@ def preprocess(image: Any) -> np.ndarray:
         raise InputError(f"cannot encode a {type(image).__name__}; pass a PIL image or an [H, W, 3] uint8 array")
     image = to_rgb(image)
     width, height = image.size
-    scale = INPUT_SIZE / min(width, height)  # short side to 224, then the centre 224 x 224 -- but computed as
-    size = (max(INPUT_SIZE, round(width * scale)), max(INPUT_SIZE, round(height * scale)))  # the source box
-    left, top = (size[0] - INPUT_SIZE) // 2, (size[1] - INPUT_SIZE) // 2  # of that crop, resampled alone:
-    fx, fy = width / size[0], height / size[1]  # the work follows the output, not the (maybe huge) scaled image
+    # Short side to 224, then the centre 224 x 224: resampled straight from that crop's box in the source, so the
+    # work follows the output, not the scaled image (224 x 4,480,000 pixels for a 1 x 20000 strip).
+    scale = INPUT_SIZE / min(width, height)
+    size = (max(INPUT_SIZE, round(width * scale)), max(INPUT_SIZE, round(height * scale)))
+    left, top = (size[0] - INPUT_SIZE) // 2, (size[1] - INPUT_SIZE) // 2
+    fx, fy = width / size[0], height / size[1]
     box = (left * fx, top * fy, (left + INPUT_SIZE) * fx, (top + INPUT_SIZE) * fy)
     # Pillow's bicubic filters over the whole footprint when shrinking (antialiased), so big photos do not
     # alias; reducing_gap first box-reduces very large ones by an integer factor, which only saves time.
