@@ -178,32 +178,11 @@ class LatentState:
 
     def groups(self, q: np.ndarray, k: int) -> list[tuple[np.ndarray, FrequencyTable]]:
         """(symbols, table) per context in coding order: context 0..C (C = refinement), row-major inside each."""
-        keys = self.keys(k).ravel()
-        symbols = q.ravel()
-        low, high = self.w.alphabets[k]
-        if ((symbols < low[keys]) | (symbols > high[keys])).any():
-            raise CodecError(f"layer {k + 1}: symbols outside the trained alphabet (tokens far outside the "
-                             "training distribution); use the baseline codec for these tokens")
-        order = np.argsort(keys, kind="stable")
-        flat, counts = symbols[order], np.bincount(keys, minlength=TOKEN_CONTEXTS + 1)
-        ends = np.cumsum(counts)
-        return [(flat[end - count : end], self.w.tables[k][key])
-                for key, (count, end) in enumerate(zip(counts.tolist(), ends.tolist())) if count]
+        return grouped_symbols(self.keys(k).ravel(), q.ravel(), self.w.tables[k], self.w.alphabets[k], k)
 
     def read(self, reader: Any, k: int) -> np.ndarray:
         """Symbols [N, b - a] of layer k from an entropy reader (the inverse of groups)."""
-        keys = self.keys(k).ravel()
-        order = np.argsort(keys, kind="stable")
-        flat = np.empty(keys.shape[0], dtype=np.int64)
-        position = 0
-        for key, count in enumerate(np.bincount(keys, minlength=TOKEN_CONTEXTS + 1).tolist()):
-            if count:
-                flat[position : position + count] = reader.read(self.w.tables[k][key], count)
-            position += count
-        reader.finish()
-        q = np.empty_like(flat)
-        q[order] = flat
-        return q.reshape(self.significant.shape[0], -1)
+        return read_grouped(reader, self.keys(k).ravel(), self.w.tables[k]).reshape(self.significant.shape[0], -1)
 
     def apply(self, q: np.ndarray, k: int) -> None:
         """Add layer k's symbols to the reconstruction and the significance map."""
@@ -235,6 +214,36 @@ class LatentState:
             return analytic
         a, b = self.w.calibration[k]
         return np.clip(a + b * analytic, 0.0, 1.0)
+
+
+def grouped_symbols(keys: np.ndarray, symbols: np.ndarray, tables: Sequence[FrequencyTable],
+                    alphabets: tuple[np.ndarray, np.ndarray], k: int) -> list[tuple[np.ndarray, FrequencyTable]]:
+    """(symbols, table) per context of one layer, contexts in increasing order, symbols [M] in their order inside
+    each; keys [M] (uint8) pick each symbol's table, alphabets = (lowest, highest) codable symbol per table."""
+    order = np.argsort(keys, kind="stable")
+    flat = symbols[order]
+    edges = np.searchsorted(keys[order], np.arange(len(tables) + 1))
+    present = np.flatnonzero(np.diff(edges))
+    starts = edges[present]
+    low, high = alphabets
+    if ((np.minimum.reduceat(flat, starts) < low[present]) | (np.maximum.reduceat(flat, starts) > high[present])).any():
+        raise CodecError(f"layer {k + 1}: symbols outside the trained alphabet (tokens far outside the "
+                         "training distribution); use the baseline codec for these tokens")
+    return [(flat[edges[key] : edges[key + 1]], tables[key]) for key in present.tolist()]
+
+
+def read_grouped(reader: Any, keys: np.ndarray, tables: Sequence[FrequencyTable]) -> np.ndarray:
+    """Symbols [M] (int64) of one layer from an entropy reader, in the order of keys [M] (grouped_symbols' inverse)."""
+    order = np.argsort(keys, kind="stable")
+    edges = np.searchsorted(keys[order], np.arange(len(tables) + 1)).tolist()
+    flat = np.empty(keys.shape[0], dtype=np.int64)
+    for key in range(len(tables)):
+        if edges[key + 1] > edges[key]:
+            flat[edges[key] : edges[key + 1]] = reader.read(tables[key], edges[key + 1] - edges[key])
+    reader.finish()
+    out = np.empty_like(flat)
+    out[order] = flat
+    return out
 
 
 class TokenMetaAECodec:
@@ -363,4 +372,4 @@ def check_shape(shape: Sequence[int], dim: int) -> int:
 
 
 __all__ = ["TokenMetaAECodec", "TokenWeights", "LatentState", "check_sha256", "check_stream", "check_tokens",
-           "check_shape"]
+           "check_shape", "grouped_symbols", "read_grouped"]
