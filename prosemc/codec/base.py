@@ -5,6 +5,10 @@
 
 `params` is a small JSON-able dict the decoder needs (step sizes, table ids, ...). It is written into the
 `.psem` header's "codec" section, so it must be fully determined before the first layer is sent.
+
+Optional: `quality_estimate(params, layers, shape) -> float`, the predicted mean per-token cosine between the
+tokens these layers decode to and the full tokens (the "error head" that lets `prosemc send --confidence` stop
+early). Codecs without it lack the attribute; `has_quality_estimate` tells.
 """
 
 from __future__ import annotations
@@ -39,3 +43,17 @@ class Codec(Protocol):
     def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
         """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
         ...
+
+
+class QualityEstimating(Codec, Protocol):
+    """A codec that also predicts, from the layers alone, how close their decode is to the full tokens."""
+
+    def quality_estimate(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> float:
+        """Predicted mean per-token cosine between the tokens decoded from these layers and the full,
+        uncompressed tokens, in [0, 1]."""
+        ...
+
+
+def has_quality_estimate(codec: Any) -> bool:
+    """Whether `codec` implements the optional `quality_estimate` method."""
+    return callable(getattr(codec, "quality_estimate", None))
