@@ -18,7 +18,7 @@ from prosemc.errors import InputError, ModelError
 from prosemc.format import PsemHeader, PsemReader, PsemWriter, ReadEnd
 from prosemc.format.spec import CHUNK_FRAME, CRC
 from prosemc.format.writer import encode_header
-from prosemc.models import DEFAULT_MODEL, EdgeTokens, VisionLanguageModel, load_model
+from prosemc.models import DEFAULT_MODEL, Answer, EdgeTokens, VisionLanguageModel, load_model
 
 
 @dataclass
@@ -129,9 +129,14 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
             bytes_used = chunk.end
     end = reader.end
     assert end is not None
+    if not layers and end.layers and max_bytes is not None:
+        raise InputError(f"--max-bytes {max_bytes} leaves no complete layer; raise it")
+    return decode_prefix(header, codec, layers, bytes_used, end)
+
+
+def decode_prefix(header: PsemHeader, codec: Codec, layers: list[bytes], bytes_used: int, end: ReadEnd) -> DecodedTokens:
+    """Decode the layer payloads that arrived (a stream read layer by layer, e.g. by the server)."""
     if not layers:
-        if end.layers and max_bytes is not None:
-            raise InputError(f"--max-bytes {max_bytes} leaves no complete layer; raise it")
         raise InputError(f"the .psem holds no complete layer ({end.describe()}); send at least layer 1")
     if len(header.token_shape) != 2:
         raise InputError(f"tokens in this .psem are {len(header.token_shape)}-D; prosemc decodes [N, D] tokens only")
@@ -139,6 +144,17 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
     tokens = codec.decode(header.codec_params, layers, (n, d))
     info = header.metadata.get("info", {})
     return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used, end)
+
+
+def answer_report(decoded: DecodedTokens, answer: Answer, timings_ms: dict[str, float]) -> dict[str, Any]:
+    """The JSON report of an answer (`prosemc query --json`, the server's reply): stable keys."""
+    labels = answer.labels
+    return {
+        "answer": answer.text, "model": decoded.header.encoder, "codec": decoded.header.codec_id,
+        "labels": [{"label": name, "probability": round(float(p), 4)} for name, p in labels] if labels else None,
+        "layers_used": decoded.layers_used, "layers_declared": decoded.header.layers, "bytes_used": decoded.bytes_used,
+        "status": decoded.end.status, "timings_ms": {k: round(v, 2) for k, v in timings_ms.items()},
+    }
 
 
 def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageModel:

@@ -56,4 +56,4 @@ def main() -> None:
     cli(prog_name="prosemc")
 
 
-from prosemc.cli import bench, container, evaluate, fit, main_job  # noqa: E402,F401  (registers commands)
+from prosemc.cli import bench, container, evaluate, fit, main_job, serve  # noqa: E402,F401  (registers commands)

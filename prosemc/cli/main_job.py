@@ -123,7 +123,7 @@ def query(source: str, question: str, model: str | None, layers: int | None, max
       prosemc encode cam.jpg -o - | ssh cloud prosemc query - "what is shown?"
     """
     from prosemc.errors import InputError
-    from prosemc.pipeline import model_for, read_tokens
+    from prosemc.pipeline import answer_report, model_for, read_tokens
 
     if not question.strip():
         raise InputError("the question is empty; ask something, e.g. \"what is shown?\"")
@@ -136,10 +136,5 @@ def query(source: str, question: str, model: str | None, layers: int | None, max
     vlm = model_for(decoded.header.encoder, model)
     answer = vlm.answer(decoded.edge, question)
     answer_ms = (time.perf_counter() - start) * 1e3
-    labels = [{"label": name, "probability": round(float(p), 4)} for name, p in answer.labels] if answer.labels else None
-    data = {
-        "answer": answer.text, "labels": labels, "model": decoded.header.encoder, "codec": decoded.header.codec_id,
-        "layers_used": decoded.layers_used, "layers_declared": decoded.header.layers, "bytes_used": decoded.bytes_used,
-        "status": decoded.end.status, "timings_ms": {"read_decode": round(decode_ms, 2), "answer": round(answer_ms, 2)},
-    }
+    data = answer_report(decoded, answer, {"read_decode": decode_ms, "answer": answer_ms})
     click.echo(json.dumps(data, sort_keys=True) if as_json else answer.text)
