@@ -69,6 +69,9 @@ class CloudModel:
             self.answer(tokens, "what is shown?", llm=False)
             if self.llm:
                 self.answer(tokens, "what is shown?", llm=True)
+        with self._lock:  # loading times are not answer times
+            for times in self._times.values():
+                times.clear()
         return time.perf_counter() - start
 
     def answer(self, tokens: EdgeTokens, question: str, llm: bool) -> Answer:

@@ -83,21 +83,27 @@ class EdgeStream:
 
 def encode_edge(image: Any, model_name: str, bundle: str | None, codec_name: str | None) -> EdgeStream:
     """Run the edge half (torch model, or the torch-free bundle) and frame the `.psem` pieces."""
+    start = time.perf_counter()
+    if bundle is not None:
+        tokens, model_id = bundle_tokens(image, bundle)
+    else:
+        from prosemc.models import load_model
+
+        model = load_model(model_name)
+        tokens, model_id = model.encode_image(image), model.model_id
+    return frame_tokens(tokens, model_id, codec_name, start)
+
+
+def frame_tokens(tokens: Any, model_id: str, codec_name: str | None, start: float | None = None) -> EdgeStream:
+    """EdgeTokens of `model_id` -> the codec's layers framed as `.psem` pieces (header, one chunk per layer)."""
     from prosemc.codec import make_codec
     from prosemc.format.spec import LAYER_TYPE
     from prosemc.format.writer import encode_chunk, encode_header
     from prosemc.pipeline import build_psem, default_codec
 
-    start = time.perf_counter()
-    if bundle is not None:
-        edge, model_id = bundle_tokens(image, bundle)
-    else:
-        from prosemc.models import load_model
-
-        model = load_model(model_name)
-        edge, model_id = model.encode_image(image), model.model_id
+    start = time.perf_counter() if start is None else start
     codec = make_codec(codec_name or default_codec(model_id))
-    header, payloads = build_psem(edge, model_id, codec)
+    header, payloads = build_psem(tokens, model_id, codec)
     head, crc = encode_header(header)
     chunks = [encode_chunk(LAYER_TYPE, index, payload, crc) for index, payload in enumerate(payloads)]
     return EdgeStream(model_id, codec, header, head, chunks, payloads, time.perf_counter() - start)
@@ -169,13 +175,13 @@ def _stream(upload: Upload, edge: EdgeStream, plan: Plan, options: SendOptions,
     return sent, reason
 
 
-def send(image: Any, options: SendOptions, log: Log) -> dict[str, Any]:
-    """Encode `image`, send the planned prefix to the server, and return its report plus a "send" section."""
+def send(image: Any, options: SendOptions, log: Log, edge: EdgeStream | None = None) -> dict[str, Any]:
+    """Encode `image` (unless `edge` is already encoded), send the planned prefix to the server, and return
+    its report plus a "send" section."""
     start = time.perf_counter()
     bandwidth = parse_rate(options.bandwidth)
     cache = LinkCache()
     attempt, delay = 0, 0.5
-    edge: EdgeStream | None = None
     with ThreadPoolExecutor(1) as pool:
         while True:
             attempt += 1
@@ -222,14 +228,16 @@ def _query(connection: HttpConnection, info: dict[str, Any], edge: EdgeStream, o
     mode = "llm" if options.llm else "labels"
     answer_ms = (info.get("answer_ms") or {}).get(mode)
     answer_s = answer_ms / 1e3 if isinstance(answer_ms, (int, float)) else DEFAULT_ANSWER_S[mode]
-    if options.confidence is not None and options.estimate_from == "edge" and not edge.estimates:
+    confidence_on_edge = options.confidence is not None and options.estimate_from == "edge"
+    if confidence_on_edge and not edge.estimates:
         edge.compute_estimates()
     deadline_at = start + options.deadline_s if options.deadline_s is not None else None
     remaining = deadline_at - time.perf_counter() if deadline_at is not None else None
     layer_sizes = [len(chunk) for chunk in edge.chunks]
     plan = plan_layers(len(edge.header_bytes), layer_sizes, remaining_s=remaining, bandwidth_bps=rate,
-                       rtt_s=connection.connect_s, answer_s=answer_s, estimates=edge.estimates or None,
-                       confidence=options.confidence if options.estimate_from == "edge" else None)
+                       rtt_s=connection.connect_s, answer_s=answer_s,
+                       estimates=edge.estimates if confidence_on_edge else None,
+                       confidence=options.confidence if confidence_on_edge else None)
     if plan.reason == "deadline-miss":
         log(f"the deadline cannot be met even with layer 1 (about {answer_s:.2f} s to answer, "
             f"{connection.connect_s * 1e3:.0f} ms round trip); sending layer 1 only")

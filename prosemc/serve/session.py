@@ -13,6 +13,7 @@ goes away mid-stream raises ClientGone and is never answered.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ async def run_query(chunks: AsyncIterator[bytes], options: QueryOptions, cloud: 
     codec: Codec | None = None
     layers: list[bytes] = []
     arrivals: list[float] = []
-    bytes_used, estimate, stopped_by = 0, None, "end"
+    bytes_used, estimate, stopped_by, late = 0, None, "end", False
 
     def stop(reason: str) -> None:
         nonlocal stopped_by
@@ -161,7 +162,11 @@ async def run_query(chunks: AsyncIterator[bytes], options: QueryOptions, cloud: 
             try:
                 item = await asyncio.wait_for(events.get(), wait)
             except asyncio.TimeoutError:
-                stop("deadline")
+                if layers:
+                    stop("deadline")
+                else:
+                    late = True  # nothing to answer from yet: answer as soon as layer 1 is complete
+                    options = dataclasses.replace(options, deadline_s=None)
                 continue
             kind = item[0]
             if kind == "error":
@@ -188,6 +193,8 @@ async def run_query(chunks: AsyncIterator[bytes], options: QueryOptions, cloud: 
                                          "arrived_ms": arrivals[-1]})
                 if options.confidence is not None and estimate is not None and estimate >= options.confidence:
                     stop("confidence")
+            if late:
+                stop("deadline")
     finally:
         pump.cancel()
         stream.close()
