@@ -70,7 +70,7 @@ def other_model_stream() -> bytes:
 
 def test_health_and_models_name_the_weights(server):
     status, body = http(server.url, path="/healthz")
-    assert status == 200 and json.loads(body) == {"status": "ok", "model": "lite"}
+    assert status == 200 and json.loads(body) == {"status": "ok", "model": "lite", "pid": server.process.pid}
     status, body = http(server.url, path="/v1/models")
     info = json.loads(body)
     shipped = hashlib.sha256((ROOT / "prosemc" / "data" / "metaae-lite.safetensors").read_bytes()).hexdigest()

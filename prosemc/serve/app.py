@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -113,7 +114,7 @@ def build_app(config: ServerConfig, cloud: CloudModel | None = None) -> ASGIApp:
             cloud.warm()
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": cloud.model_id})
+        return JSONResponse({"status": "ok", "model": cloud.model_id, "pid": os.getpid()})
 
     async def models(request: Request) -> Response:
         return JSONResponse({**cloud.describe(), "read_timeout_s": config.read_timeout,

@@ -7,6 +7,7 @@ stderr names the real ports (port 0 picks a free one), after the model is warm.
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import sys
 import time
@@ -100,12 +101,13 @@ def run_ray(config: ServerConfig, host: str, port: int, replicas: int, address: 
     print(f"prosemc serve: {config.model} on Ray Serve, {replicas} replicas, listening on http://{host}:{port}",
           file=sys.stderr, flush=True)
     if block:
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
-        finally:
+        finally:  # a local Ray instance goes with us (SIGINT or SIGTERM)
             serve.shutdown()
             ray.shutdown()
     return handle

@@ -235,14 +235,14 @@ def _query(connection: HttpConnection, info: dict[str, Any], edge: EdgeStream, o
     remaining = deadline_at - time.perf_counter() if deadline_at is not None else None
     layer_sizes = [len(chunk) for chunk in edge.chunks]
     plan = plan_layers(len(edge.header_bytes), layer_sizes, remaining_s=remaining, bandwidth_bps=rate,
-                       rtt_s=connection.connect_s, answer_s=answer_s,
+                       rtt_s=connection.rtt_s, answer_s=answer_s,
                        estimates=edge.estimates if confidence_on_edge else None,
                        confidence=options.confidence if confidence_on_edge else None)
     if plan.reason == "deadline-miss":
         log(f"the deadline cannot be met even with layer 1 (about {answer_s:.2f} s to answer, "
-            f"{connection.connect_s * 1e3:.0f} ms round trip); sending layer 1 only")
+            f"{connection.rtt_s * 1e3:.0f} ms round trip); sending layer 1 only")
     upload = connection.upload("PUT", _query_path(options, plan))
-    wait_until = deadline_at - answer_s - connection.connect_s if deadline_at is not None else None
+    wait_until = deadline_at - answer_s - connection.rtt_s if deadline_at is not None else None
     sent, reason = _stream(upload, edge, plan, options, wait_until)
     events = list(upload.events(options.reply_timeout_s))
     if upload.status is not None and upload.status >= 500:
@@ -263,7 +263,7 @@ def _query(connection: HttpConnection, info: dict[str, Any], edge: EdgeStream, o
         "plan": reason, "estimates": plan.estimates or None,
         "cloud_estimates": [e.get("estimate") for e in events if e.get("event") == "layer"],
         "bandwidth_bps": rate, "measured_bandwidth_bps": round(rate_now) if rate_now else None,
-        "rtt_ms": round(connection.connect_s * 1e3, 2), "server_deadline_s": plan.server_deadline_s,
+        "rtt_ms": round(connection.rtt_s * 1e3, 2), "server_deadline_s": plan.server_deadline_s,
         "attempts": attempt,
         "timings_ms": {"encode": round(edge.encode_s * 1e3, 2), "total": round((time.perf_counter() - start) * 1e3, 2)},
     }
