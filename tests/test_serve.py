@@ -208,7 +208,7 @@ def chelsea_edge(chelsea):
     from prosemc.models.images import load_image
     from prosemc.serve.send import frame_tokens
 
-    return frame_tokens(load_model("lite").encode_image(load_image(str(chelsea))), "lite", None)
+    return frame_tokens(load_model("lite").encode_image(load_image(str(chelsea))), "lite", make_codec("metaae"))
 
 
 def send_in_process(server, edge, log=None, **options):
@@ -259,7 +259,7 @@ def test_send_to_another_models_server_is_refused_before_streaming(server):
     from prosemc.models import EdgeTokens
 
     tokens = EdgeTokens(make_codec("baseline").decode(parsed.header.codec_params, parsed.layers, (16, 32)))
-    edge = frame_tokens(tokens, parsed.header.encoder, "baseline")
+    edge = frame_tokens(tokens, parsed.header.encoder, make_codec("baseline"))
     mark = len(server.lines)
     with pytest.raises(ModelError, match=r"serves model 'lite', but this edge encodes for 'tiny-llava@0123456789ab'"):
         send_in_process(server, edge)

@@ -109,12 +109,13 @@ class HttpConnection:
                 assert response is not None
                 return response.status_code, bytes(body)
 
-    def upload(self, method: str, path: str) -> "Upload":
+    def upload(self, method: str, path: str, events: bool = True) -> "Upload":
+        """Start a chunked upload; events=True asks for the NDJSON event stream, else one JSON reply."""
         if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
             self.conn.start_next_cycle()
+        accept = "application/x-ndjson" if events else "application/json"
         self._send(h11.Request(method=method, target=self.base_path + path, headers=self._headers(
-            [("Transfer-Encoding", "chunked"), ("Content-Type", "application/x-psem"),
-             ("Accept", "application/x-ndjson")])))
+            [("Transfer-Encoding", "chunked"), ("Content-Type", "application/x-psem"), ("Accept", accept)])))
         return Upload(self)
 
     def close(self) -> None:

@@ -82,41 +82,43 @@ class EdgeStream:
 
 
 def encode_edge(image: Any, model_name: str, bundle: str | None, codec_name: str | None) -> EdgeStream:
-    """Run the edge half (torch model, or the torch-free bundle) and frame the `.psem` pieces."""
+    """Run the edge half (the torch model, or the torch-free bundle with its own codec) and frame the pieces."""
     start = time.perf_counter()
     if bundle is not None:
-        tokens, model_id = bundle_tokens(image, bundle)
-    else:
-        from prosemc.models import load_model
-
-        model = load_model(model_name)
-        tokens, model_id = model.encode_image(image), model.model_id
-    return frame_tokens(tokens, model_id, codec_name, start)
-
-
-def frame_tokens(tokens: Any, model_id: str, codec_name: str | None, start: float | None = None) -> EdgeStream:
-    """EdgeTokens of `model_id` -> the codec's layers framed as `.psem` pieces (header, one chunk per layer)."""
+        edge_bundle = load_bundle(bundle)
+        if codec_name is not None:
+            raise InputError("--codec cannot be combined with --bundle, which fixes the codec; export another bundle")
+        return frame_tokens(edge_bundle.vision.encode_image(image), edge_bundle.model_id, edge_bundle.codec, start)
     from prosemc.codec import make_codec
+    from prosemc.models import load_model
+    from prosemc.pipeline import default_codec
+
+    model = load_model(model_name)
+    tokens = model.encode_image(image)
+    return frame_tokens(tokens, model.model_id, make_codec(codec_name or default_codec(model.model_id)), start)
+
+
+def frame_tokens(tokens: Any, model_id: str, codec: Any, start: float | None = None) -> EdgeStream:
+    """EdgeTokens of `model_id` -> the codec's layers framed as `.psem` pieces (header, one chunk per layer)."""
     from prosemc.format.spec import LAYER_TYPE
     from prosemc.format.writer import encode_chunk, encode_header
-    from prosemc.pipeline import build_psem, default_codec
+    from prosemc.pipeline import build_psem
 
     start = time.perf_counter() if start is None else start
-    codec = make_codec(codec_name or default_codec(model_id))
     header, payloads = build_psem(tokens, model_id, codec)
     head, crc = encode_header(header)
     chunks = [encode_chunk(LAYER_TYPE, index, payload, crc) for index, payload in enumerate(payloads)]
     return EdgeStream(model_id, codec, header, head, chunks, payloads, time.perf_counter() - start)
 
 
-def bundle_tokens(image: Any, bundle: str) -> tuple[Any, str]:
-    """Tokens from the torch-free edge bundle (prosemc.export); InputError while that runner is missing."""
+def load_bundle(folder: str) -> Any:
+    """The torch-free edge bundle (prosemc.export: onnxruntime vision encoder + numpy codec) in `folder`."""
     try:
-        from prosemc.export import runner  # type: ignore[attr-defined]  # noqa: F401
+        from prosemc.export.bundle import EdgeBundle  # type: ignore[import-not-found]
     except ImportError:
         raise InputError("--bundle needs the torch-free edge runner (prosemc.export), which this prosemc does not "
                          "have yet; use --model instead") from None
-    raise InputError("--bundle: this prosemc's edge runner has no entry point send knows; use --model instead")
+    return EdgeBundle.load(folder)
 
 
 def describe_server(url: str, token: str | None, timeout: float) -> tuple[HttpConnection, dict[str, Any]]:
@@ -143,7 +145,7 @@ def describe_server(url: str, token: str | None, timeout: float) -> tuple[HttpCo
 
 
 def _query_path(options: SendOptions, plan: Plan) -> str:
-    params = {"q": options.question, "events": "1"}
+    params = {"q": options.question}
     if plan.server_deadline_s is not None:
         params["deadline"] = f"{plan.server_deadline_s:.3f}"
     if not options.llm:
@@ -241,7 +243,8 @@ def _query(connection: HttpConnection, info: dict[str, Any], edge: EdgeStream, o
     if plan.reason == "deadline-miss":
         log(f"the deadline cannot be met even with layer 1 (about {answer_s:.2f} s to answer, "
             f"{connection.rtt_s * 1e3:.0f} ms round trip); sending layer 1 only")
-    upload = connection.upload("PUT", _query_path(options, plan))
+    # per-layer events (the cloud's estimates) only when a confidence is asked for: they cost the server a decode each
+    upload = connection.upload("PUT", _query_path(options, plan), events=options.confidence is not None)
     wait_until = deadline_at - answer_s - connection.rtt_s if deadline_at is not None else None
     sent, reason = _stream(upload, edge, plan, options, wait_until)
     events = list(upload.events(options.reply_timeout_s))

@@ -201,12 +201,13 @@ async def run_query(chunks: AsyncIterator[bytes], options: QueryOptions, cloud: 
     assert header is not None and codec is not None
     waited = time.monotonic() - start
 
-    def decode() -> tuple[Any, float | None]:
-        return decode_prefix(header, codec, layers, bytes_used, end), quality_estimate(codec, header, layers)
-
-    decoded, estimate = await loop.run_in_executor(cloud.decode_pool, decode)
+    estimated = len(layers) if options.events or options.confidence is not None else 0
+    decoded = await loop.run_in_executor(cloud.decode_pool, decode_prefix, header, codec, layers, bytes_used, end)
     decoded_at = time.monotonic()
-    answer = await loop.run_in_executor(cloud.model_thread, cloud.answer, decoded.edge, options.question, options.llm)
+    answering = loop.run_in_executor(cloud.model_thread, cloud.answer, decoded.edge, options.question, options.llm)
+    if estimated != len(layers):  # not yet known for exactly these layers: work it out while the model answers
+        estimate = await loop.run_in_executor(cloud.decode_pool, quality_estimate, codec, header, layers)
+    answer = await answering
     report = answer_report(decoded, answer, {"read_decode": (decoded_at - start) * 1e3,
                                               "answer": (time.monotonic() - decoded_at) * 1e3})
     report["timings_ms"]["stream"] = round(waited * 1e3, 2)
