@@ -46,6 +46,8 @@ def cli() -> None:
       prosemc info x.psem
       prosemc truncate x.psem -o small.psem --max-bytes 1000
       prosemc encode cam.jpg -o - | ssh cloud prosemc query - "what is shown?"
+      prosemc serve                                   # the cloud, kept warm
+      prosemc send cam.jpg http://cloud:8000 -q "what is shown?" --deadline 2 --confidence 0.9
 
     Every FILE argument accepts - for stdin/stdout. Errors exit with code 2 and one line on stderr.
     """

@@ -70,8 +70,8 @@ class BearerAuth:
             return await self.app(scope, receive, send)
         client = scope.get("client") or ("?", 0)
         log_line(f"{client[0]}:{client[1]}", 401, time.monotonic(), path=scope.get("path"), error="bad-token")
-        response = JSONResponse({"error": "missing or wrong bearer token; send Authorization: Bearer <token> "
-                                          "(send --token or PROSEMC_TOKEN)", "status": 401}, status_code=401,
+        response = JSONResponse({"error": "missing or wrong bearer token; send the header "
+                                          "Authorization: Bearer <token> (PROSEMC_TOKEN)", "status": 401}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
 

@@ -78,7 +78,7 @@ class CloudModel:
         """Answer on the calling thread (the server calls it on `model_thread`); records the time it took."""
         start = time.perf_counter()
         if llm and not self.llm:
-            raise InputError("this server answers label-only (started with --no-llm); ask with llm=0 (send --no-llm)")
+            raise InputError("this server answers label-only (it runs no language model); ask for a label-only reply (llm=0)")
         if llm:
             answer = self.model.answer(tokens, question)
         else:

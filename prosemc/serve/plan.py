@@ -34,9 +34,9 @@ def parse_rate(text: str) -> float | None:
     try:
         value = float(text) if match is None else float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2).lower()]
     except ValueError:
-        raise InputError(f"--bandwidth {text!r} is not a rate; write e.g. 1mbit, 250kbit or auto") from None
+        raise InputError(f"bandwidth {text!r} is not a rate; write e.g. 1mbit, 250kbit or auto") from None
     if not 1e3 <= value <= 1e12:
-        raise InputError(f"--bandwidth {text!r} is out of range; give 1kbit .. 1000gbit")
+        raise InputError(f"bandwidth {text!r} is out of range; give 1kbit .. 1000gbit, e.g. 1mbit")
     return value
 
 

@@ -30,8 +30,8 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
         sock.listen(512)
     except OSError as error:
-        raise InputError(f"cannot listen on {host}:{port} ({error.strerror or error}); choose another --port "
-                         "or --host") from None
+        raise InputError(f"cannot listen on {host}:{port} ({error.strerror or error}); choose another port "
+                         "or address") from None
     return sock
 
 
@@ -84,7 +84,7 @@ def run_ray(config: ServerConfig, host: str, port: int, replicas: int, address: 
         import ray
         from ray import serve
     except ImportError:
-        raise InputError("--ray needs Ray Serve; install the cluster extra: pip install 'prosemc[cluster]'") from None
+        raise InputError("Ray Serve is not installed; install the cluster extra: pip install 'prosemc[cluster]'") from None
 
     def build() -> Any:  # runs inside every replica
         configure_logging()

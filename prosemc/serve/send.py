@@ -87,7 +87,7 @@ def encode_edge(image: Any, model_name: str, bundle: str | None, codec_name: str
     if bundle is not None:
         edge_bundle = load_bundle(bundle)
         if codec_name is not None:
-            raise InputError("--codec cannot be combined with --bundle, which fixes the codec; export another bundle")
+            raise InputError("an edge bundle fixes its codec, so no other codec can be chosen; export another bundle")
         return frame_tokens(edge_bundle.vision.encode_image(image), edge_bundle.model_id, edge_bundle.codec, start)
     from prosemc.codec import make_codec
     from prosemc.models import load_model
@@ -116,8 +116,8 @@ def load_bundle(folder: str) -> Any:
     try:
         from prosemc.export.bundle import EdgeBundle  # type: ignore[import-not-found]
     except ImportError:
-        raise InputError("--bundle needs the torch-free edge runner (prosemc.export), which this prosemc does not "
-                         "have yet; use --model instead") from None
+        raise InputError("edge bundles need the torch-free edge runner (prosemc.export), which this prosemc "
+                         "does not have yet; encode with a model instead") from None
     return EdgeBundle.load(folder)
 
 
@@ -220,10 +220,9 @@ def _query(connection: HttpConnection, info: dict[str, Any], edge: EdgeStream, o
     served = info.get("model")
     if served != edge.model_id:
         raise ModelError(f"the server at {options.url} serves model {served!r}, but this edge encodes for "
-                         f"{edge.model_id!r}; send to a server started with `prosemc serve --model` for "
-                         f"{edge.model_id!r}, or encode with --model {served}")
+                         f"{edge.model_id!r}; send to a server of {edge.model_id!r}, or encode for {served!r}")
     if options.llm and info.get("llm") is False:
-        raise InputError(f"the server at {options.url} answers label-only (--no-llm); send with --no-llm")
+        raise InputError(f"the server at {options.url} answers label-only; ask for a label-only reply")
     server_key = f"{connection.host}{connection.base_path}"
     measured = bandwidth is None and cache.get(server_key)
     rate = bandwidth or measured or None

@@ -126,8 +126,7 @@ def check_stream(header: PsemHeader, cloud: CloudModel) -> Codec:
     """The decoder for a stream's header, refusing another model's stream (ModelError) or unknown codec."""
     if header.encoder != cloud.model_id:
         raise ModelError(f"this stream was made by model {header.encoder!r}, but this server serves "
-                         f"{cloud.model_id!r}; send it to a server started with --model for that model, "
-                         f"or encode with --model {cloud.model_id}")
+                         f"{cloud.model_id!r}; send it to a server of that model, or encode for {cloud.model_id!r}")
     return codec_from_header(header.codec, header.entropy)
 
 
