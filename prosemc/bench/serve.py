@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import json
-import statistics
+import os
 import subprocess
 import sys
 import tempfile
@@ -99,6 +99,7 @@ def run(photos: dict[str, Any], *, seconds: float = 120, fault_seconds: float = 
     from prosemc.pipeline import encode_image
 
     model = load_model("lite")
+    load_before = os.getloadavg()[0]
     progress("estimator on held-out views")
     quality = estimator.measure(photos, model, views=views, progress=lambda name: progress(f"estimator: {name}"))
     with tempfile.TemporaryDirectory(prefix="prosemc-bench-serve-") as tmp, thin_link(RATE_BPS, RTT_S) as link:
@@ -132,7 +133,9 @@ def run(photos: dict[str, Any], *, seconds: float = 120, fault_seconds: float = 
         finally:
             server.stop()
         link_description = link.describe()
-    return summarise(quality, latency, e2e, load, rss, calm, faulty, seconds, link_description, list(photos))
+    results = summarise(quality, latency, e2e, load, rss, calm, faulty, seconds, link_description, list(photos))
+    results["load_average"] = {"start": round(load_before, 1), "end": round(os.getloadavg()[0], 1)}
+    return results
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -166,7 +169,7 @@ def summarise(quality: dict[str, Any], latency: list[dict[str, Any]], e2e: list[
                    "faulty_p95_s": round(percentile(faulty["latencies_s"], 95), 4),
                    "calm_failed": len(calm["failures"]), "faulty_failed": len(faulty["failures"]),
                    "stalled_clients": faulty["stalled"], "killed_clients": faulty["killed"]},
-        "estimator_rows": quality["rows"],
+        "estimator_rows": quality["rows"],  # for the plot; left out of the saved JSON
     }
 
 
@@ -204,7 +207,8 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str) -> str:
     lines = [
         "# `prosemc bench serve` — the warm server over a real thin link", "",
         f"Model `lite` (metaae/1), held-out photos ({', '.join(results['photos'])}); link: {results['link']}. "
-        f"Machine: {machine}, shared with other work (load average often 4–6 on 2 cores); `OMP_NUM_THREADS=1`.", "",
+        f"Machine: {machine}, shared with other work: 1-minute load average {results['load_average']['start']} at the "
+        f"start, {results['load_average']['end']} at the end (2 cores); `OMP_NUM_THREADS=1`.", "",
         f"![estimator]({plot_name})", "",
         "## Time to answer, warm server (new connection per request)", "",
         "| reply | total p50 / p95 s | link time p50 s | beyond the link p50 / p95 s | model answer p50 ms |",

@@ -119,4 +119,5 @@ def serve_bench(out_dir: Path, as_json: bool, seconds: float, fault_seconds: flo
                               progress=lambda line: console.print(f"bench serve: {line}"))
     out_dir.mkdir(parents=True, exist_ok=True)
     bench_serve.plot(results, out_dir / "serve-lite.png")
+    del results["estimator_rows"], results["end_to_end_rows"]
     save(out_dir, "serve-lite", results, bench_serve.markdown(results, machine(), "serve-lite.png"), as_json)

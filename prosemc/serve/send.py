@@ -192,27 +192,19 @@ def send(image: Any, options: SendOptions, log: Log, edge: EdgeStream | None = N
                 if edge is None:
                     edge = encode_edge(image, options.model, options.bundle, options.codec_name)
                 connection, info = future.result()
-            except (ConnectionError, TimeoutError, OSError) as error:
+                try:
+                    return _query(connection, info, edge, options, bandwidth, cache, start, attempt, log)
+                finally:
+                    connection.close()
+            except OSError as error:  # refused, reset, timed out, closed mid-stream: the request is retried whole
                 if attempt > options.retries:
                     raise ServerUnreachable(f"cannot reach the server at {options.url} ({_reason(error)}) after "
-                                            f"{attempt} attempts; start it with `prosemc serve`, or check the URL") from None
+                                            f"{attempt} attempts; start it with `prosemc serve`, or check the URL "
+                                            "and the server's log") from None
                 log(f"server at {options.url} not reachable ({_reason(error)}); retrying in {delay:g} s "
                     f"(attempt {attempt + 1} of {options.retries + 1})")
                 time.sleep(delay)
                 delay *= 2
-                continue
-            try:
-                return _query(connection, info, edge, options, bandwidth, cache, start, attempt, log)
-            except (ConnectionError, TimeoutError) as error:
-                if attempt > options.retries:
-                    raise ServerUnreachable(f"the server at {options.url} failed mid-stream ({_reason(error)}) after "
-                                            f"{attempt} attempts; check its log") from None
-                log(f"connection to {options.url} failed ({_reason(error)}); retrying in {delay:g} s "
-                    f"(attempt {attempt + 1} of {options.retries + 1})")
-                time.sleep(delay)
-                delay *= 2
-            finally:
-                connection.close()
 
 
 def _query(connection: HttpConnection, info: dict[str, Any], edge: EdgeStream, options: SendOptions,
