@@ -31,7 +31,7 @@ test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install
-	$(VENV)/bin/prosemc bench speed
+	$(VENV)/bin/prosemc bench speed --out docs/bench
 
 clean-venv:
 	rm -rf $(VENV)

@@ -237,8 +237,6 @@ def evaluate(images: dict[str, Any], model: VisionLanguageModel, codecs: list[st
     paper = PaperBasis.fit(model) if references else None
     result = Evaluation(model.model_id)
     for name, image in images.items():
-        if progress:
-            progress(name)
         edge = model.encode_image(image)
         reference_label = classify(edge.tokens)[0][0] if classify else None
         reference_answer = model.answer(edge, question).text if embedder else None
@@ -253,4 +251,6 @@ def evaluate(images: dict[str, Any], model: VisionLanguageModel, codecs: list[st
                 values["answer_consistency"] = float(a @ b)
             result.add(name, sent, values)
         result.images.append(name)
+        if progress:
+            progress(name)  # this image is done
     return result

@@ -158,18 +158,21 @@ def answer_report(decoded: DecodedTokens, answer: Answer, timings_ms: dict[str, 
 
 
 def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageModel:
-    """The model that decodes tokens of `encoder_id` (a header's "encoder"): `requested`, or the built-in one.
+    """The model that decodes tokens of `encoder_id` (a header's "encoder"): `requested`, else the one it names.
 
-    Hugging Face models are recorded as `<name>@<config hash>`, which names no folder, so their `.psem` files
-    need `--model` with the checkpoint; a model whose id differs from the file's is refused.
+    The built-in model is found by its name; a Hugging Face id (`<name>@<config hash>-<weights hash>`) whose
+    name is a hub id is looked up in the local HF cache; one made from a folder needs `requested`. The model
+    must be the same checkpoint (same hashes, whatever its folder is called), else it is refused.
     """
+    from prosemc.models.hf.checkpoint import recorded_hub_id, same_checkpoint
+
     if requested is None:
-        if encoder_id != DEFAULT_MODEL:
-            raise ModelError(f"this .psem was made by model {encoder_id!r}; pass that checkpoint (hub id or folder) "
-                             "with --model")
-        requested = encoder_id
+        requested = encoder_id if encoder_id == DEFAULT_MODEL else recorded_hub_id(encoder_id)
+        if requested is None:
+            raise ModelError(f"this .psem was made by model {encoder_id!r} from a local folder; pass that checkpoint "
+                             "(hub id or folder) with --model")
     model = load_model(requested)
-    if model.model_id != encoder_id:
+    if not same_checkpoint(encoder_id, model.model_id):
         raise ModelError(f"this .psem was made by model {encoder_id!r}, not {model.model_id!r}; query it with that "
                          f"model (or re-encode the image with --model {requested})")
     return model

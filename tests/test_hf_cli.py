@@ -48,7 +48,8 @@ def test_encode_then_query_through_the_cli(checkpoint, photo, tmp_path, codec):
     assert list(header.token_shape) == list(edge.tokens.shape)
 
     unnamed = CliRunner().invoke(cli, ["query", str(out), "what is shown?"])
-    assert unnamed.exit_code == 2 and "pass that checkpoint (hub id or folder) with --model" in unnamed.output
+    assert unnamed.exit_code == 2 and "from a local folder; pass that checkpoint (hub id or folder) with --model" \
+        in unnamed.output
     answered = CliRunner().invoke(cli, ["query", str(out), "what is shown?", "--model", str(checkpoint), "--json"])
     assert answered.exit_code == 0, answered.output
     result = json.loads(answered.stdout)
@@ -59,3 +60,37 @@ def test_encode_then_query_through_the_cli(checkpoint, photo, tmp_path, codec):
 
     refused = CliRunner().invoke(cli, ["query", str(out), "what is shown?", "--model", "lite"])
     assert refused.exit_code == 2 and f"made by model {model.model_id!r}, not 'lite'" in refused.output
+
+
+def test_query_finds_the_hub_model_a_psem_names_in_the_local_cache(photo, tmp_path, monkeypatch):
+    """encode --model org/name records the hub id; a plain `query` finds it in the HF cache; a copy elsewhere works."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    folder = build_tiny_llava(tmp_path / "built")
+    revision = "1" * 40
+    repo = tmp_path / "hub" / "models--tiny-org--llava"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    shutil.copytree(folder, repo / "snapshots" / revision)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    out = tmp_path / "x.psem"
+
+    def prosemc(*args: str):
+        return CliRunner().invoke(cli, list(args))
+
+    encoded = prosemc("encode", str(photo), "-o", str(out), "--model", "tiny-org/llava", "--codec", "raw-f32", "--json")
+    assert encoded.exit_code == 0, encoded.output
+    recorded = psem.loads(out.read_bytes()).header.encoder
+    assert recorded.startswith("tiny-org/llava@") and json.loads(encoded.stdout)["model"] == recorded
+    found = prosemc("query", str(out), "what is shown?", "--json")
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout)["model"] == recorded
+    renamed = prosemc("query", str(out), "what is shown?", "--model", str(folder), "--json")
+    assert renamed.exit_code == 0, renamed.output  # the same checkpoint in a folder of another name
+    assert json.loads(renamed.stdout)["answer"] == json.loads(found.stdout)["answer"]
+    shutil.rmtree(repo)
+    missing = prosemc("query", str(out), "what is shown?")
+    assert missing.exit_code == 2 and "not in the local Hugging Face cache" in missing.output
+    assert "hf download tiny-org/llava" in missing.output

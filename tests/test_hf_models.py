@@ -6,6 +6,7 @@ own logits and its own greedy answer on the same image.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ from PIL import Image  # noqa: E402
 from prosemc.errors import InputError, ModelError  # noqa: E402
 from prosemc.models.base import EdgeTokens  # noqa: E402
 from prosemc.models.hf import load_hf_model  # noqa: E402
-from prosemc.models.hf.checkpoint import config_hash  # noqa: E402
+from prosemc.models.hf.checkpoint import config_hash, file_sha256, parse_model_id, same_checkpoint  # noqa: E402
 
 FAMILIES = ["llava", "idefics3", "smolvlm", "qwen2_vl"]
 QUESTION = "What is in the picture?"
@@ -196,13 +197,46 @@ def test_grayscale_images_are_converted(models: dict) -> None:
     assert tokens.tokens.shape == EXPECTED["llava"][0]
 
 
-def test_model_id_is_basename_and_config_hash(tiny_folders: dict, models: dict) -> None:
-    config = json.loads((tiny_folders["llava"] / "config.json").read_text())
-    assert models["llava"].model_id == f"llava@{config_hash(config)}"
+def test_model_id_is_name_config_hash_and_weights_hash(tiny_folders: dict, models: dict) -> None:
+    folder = tiny_folders["llava"]
+    config = json.loads((folder / "config.json").read_text())
+    weights = hashlib.sha256(f"model.safetensors:{hashlib.sha256((folder / 'model.safetensors').read_bytes()).hexdigest()}\n"
+                             .encode()).hexdigest()[:8]
+    assert models["llava"].model_id == f"llava@{config_hash(config)}-{weights}"
     ids = {model.model_id for model in models.values()}
     assert len(ids) == len(FAMILIES)
-    again = load_hf_model(str(tiny_folders["llava"]) + "/")
+    again = load_hf_model(str(folder) + "/")
     assert again.model_id == models["llava"].model_id
+
+
+def test_a_copy_under_another_name_is_the_same_checkpoint_and_new_weights_are_not(tiny_folders, tmp_path) -> None:
+    original = load_hf_model(str(tiny_folders["llava"])).model_id
+    copy = shutil.copytree(tiny_folders["llava"], tmp_path / "renamed-copy")
+    copied = load_hf_model(str(copy)).model_id
+    assert copied.startswith("renamed-copy@") and copied != original and same_checkpoint(original, copied)
+    name, config, _ = parse_model_id(original)
+    assert same_checkpoint(f"some-old-name@{config}", copied)  # ids written before the weights hash: by config
+    blob = bytearray((copy / "model.safetensors").read_bytes())
+    blob[-1] ^= 1  # one weight changed: a fine-tune is another model
+    (copy / "model.safetensors").write_bytes(bytes(blob))
+    changed = load_hf_model(str(copy)).model_id
+    assert parse_model_id(changed)[1] == config and not same_checkpoint(original, changed)
+    assert not same_checkpoint(original, "lite") and same_checkpoint("lite", "lite")
+
+
+def test_cache_blobs_are_hashed_by_name_and_other_files_once(tmp_path, monkeypatch) -> None:
+    blob = tmp_path / "blobs" / ("ab" * 32)
+    blob.parent.mkdir()
+    blob.write_bytes(b"not read")
+    link = tmp_path / "model.safetensors"
+    link.symlink_to(blob)
+    assert file_sha256(link) == "ab" * 32
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"weights")
+    memo: dict[str, str] = {}
+    assert file_sha256(plain, memo) == hashlib.sha256(b"weights").hexdigest() and len(memo) == 1
+    memo[next(iter(memo))] = "remembered"
+    assert file_sha256(plain, memo) == "remembered"  # same path, size and mtime: not read again
 
 
 def test_hub_id_resolves_from_the_local_cache_only(tiny_folders, tmp_path, monkeypatch) -> None:
@@ -215,7 +249,9 @@ def test_hub_id_resolves_from_the_local_cache_only(tiny_folders, tmp_path, monke
     shutil.copytree(tiny_folders["llava"], repo / "snapshots" / revision)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     model = load_hf_model("tiny-org/llava")
-    assert model.model_id == load_hf_model(str(tiny_folders["llava"])).model_id
+    assert model.model_id.startswith("tiny-org/llava@")
+    assert same_checkpoint(model.model_id, load_hf_model(str(tiny_folders["llava"])).model_id)
+    assert load_hf_model(str(repo / "snapshots" / revision)).model_id == model.model_id  # the snapshot folder too
     assert model.checkpoint.folder == repo / "snapshots" / revision
     with pytest.raises(ModelError, match="not in the local Hugging Face cache.*hf download tiny-org/absent"):
         load_hf_model("tiny-org/absent")

@@ -18,7 +18,7 @@ from prosemc.cli import cli
 from prosemc.models.images import load_image
 from prosemc.models.lite import LiteModel
 
-CAT_LABELS = {"tabby cat", "a cat having a striped coat", "Persian cat", "Siamese cat", "Egyptian Mau", "lynx"}
+CAT_LABELS = {"tabby cat", "tiger cat", "Persian cat", "Siamese cat", "Egyptian Mau", "lynx"}
 
 
 def invoke(*args: str, input: bytes | None = None):

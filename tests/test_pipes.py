@@ -9,7 +9,7 @@ import pytest
 
 from prosemc import format as psem
 
-CAT_LABELS = {"tabby cat", "a cat having a striped coat", "Persian cat", "Siamese cat", "Egyptian Mau", "lynx"}
+CAT_LABELS = {"tabby cat", "tiger cat", "Persian cat", "Siamese cat", "Egyptian Mau", "lynx"}
 
 
 def sh(command: str, env: dict[str, str], pipefail: bool = True) -> subprocess.CompletedProcess:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from prosemc import format as psem
-from prosemc.bench.process import run_process
+from prosemc.bench.process import peak_mib, run_module
+from prosemc.progress import Progress
 
 
-def run(megabytes: int = 10, layers: int = 10, repeats: int = 7) -> dict[str, Any]:
+READS = 7  # timed full reads
+INFO_RUNS = 5  # cold `prosemc info` processes
+STEPS = READS + INFO_RUNS  # progress units of `run`
+
+
+def run(megabytes: int = 10, layers: int = 10, progress: Progress | None = None) -> dict[str, Any]:
     """Write a `megabytes` file of `layers` random layers; time full verified reads from disk and `info`."""
     layer_size = megabytes * 1_000_000 // layers
     header = psem.PsemHeader("bench", (layers, layer_size), {"id": "raw-f32/1", "model_sha256": None},
@@ -23,13 +28,19 @@ def run(megabytes: int = 10, layers: int = 10, repeats: int = 7) -> dict[str, An
         path = Path(tmp) / "big.psem"
         path.write_bytes(data)
         seconds = []
-        for _ in range(repeats):
+        for _ in range(READS):
             start = time.perf_counter()
             with open(path, "rb") as stream:
                 read = sum(len(p) for p in psem.PsemReader(stream).layers())
             seconds.append(time.perf_counter() - start)
             assert read == layer_size * layers
-        info_runs = [run_process([sys.executable, "-m", "prosemc", "info", str(path)]) for _ in range(5)]
+            if progress:
+                progress.advance(note="read + verify")
+        info_runs = []
+        for _ in range(INFO_RUNS):
+            info_runs.append(run_module(["prosemc", "info", str(path)]))
+            if progress:
+                progress.advance(note="cold prosemc info")
     best = min(seconds)
     return {
         "file_bytes": len(data),
@@ -39,7 +50,7 @@ def run(megabytes: int = 10, layers: int = 10, repeats: int = 7) -> dict[str, An
         "read_verify_median_mb_per_s": round(len(data) / sorted(seconds)[len(seconds) // 2] / 1e6, 1),
         "info_cold_s_best": round(min(r.seconds for r in info_runs), 3),
         "info_cold_s_median": round(sorted(r.seconds for r in info_runs)[2], 3),
-        "info_peak_rss_mib": round(max(r.peak_rss_mib for r in info_runs), 1),
+        "info_peak_rss_mib": peak_mib(info_runs),
     }
 
 
@@ -55,6 +66,6 @@ def markdown(results: dict[str, Any], machine: str) -> str:
         f"| read + verify every CRC, median | {results['read_verify_median_mb_per_s']} MB/s |",
         f"| cold `prosemc info` on it (the whole 10 MB verified), best / median | "
         f"{results['info_cold_s_best']} s / {results['info_cold_s_median']} s |",
-        f"| peak RSS of `prosemc info` | {results['info_peak_rss_mib']} MiB |",
+        f"| peak RSS of the `prosemc info` process alone | {results['info_peak_rss_mib']} MiB |",
         "",
     ])

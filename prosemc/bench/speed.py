@@ -1,14 +1,17 @@
 """`prosemc bench speed`: encode / query latency, cold process start, peak memory and bytes per layer for `lite`.
 
     per photo (in process, after warm-up):  vision encoder ms, codec encode ms, codec decode ms, layer bytes
-    fresh processes:                        `prosemc encode` and `prosemc query` wall time and peak RSS
+    fresh processes:                        `prosemc encode`, `query`, `info` wall time and peak RSS (child alone)
     query in process:                       first answer (LLM load) vs warm answer
+    threads (in process, under load):       encode and warm answer at 1, 2 and the default thread count,
+                                            interleaved round by round while a busy process holds one core
 """
 
 from __future__ import annotations
 
 import io
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,7 +20,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from prosemc.bench.process import best_seconds, run_process
+from prosemc.bench.process import best_seconds, peak_mib, run_module
+from prosemc.progress import Progress
+from prosemc.runtime import default_threads, limit_threads, resolve_threads
+
+QUESTION = "what is shown?"
+LOAD_LIMIT_S = 1800  # the CPU load process ends by itself after this, should the benchmark die without killing it
 
 
 def _best_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -25,7 +33,18 @@ def _best_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return seconds * 1e3, result
 
 
-def run(photos: dict[str, Any], repeats: int = 5, codec_name: str = "baseline") -> dict[str, Any]:
+def thread_counts() -> list[int]:
+    """The thread counts compared: 1, 2 and the default for this machine (each once)."""
+    return sorted({1, 2, default_threads()})
+
+
+def steps(photos: dict[str, Any], rounds: int) -> int:
+    """Progress units of `run`: one per photo, per cold process and per thread count and round."""
+    return len(photos) + 3 + rounds * len(thread_counts())
+
+
+def run(photos: dict[str, Any], repeats: int = 5, codec_name: str = "baseline", rounds: int = 3,
+        progress: Progress | None = None) -> dict[str, Any]:
     """Measure everything on `photos` (name -> RGB PIL image); returns the JSON-able results."""
     from prosemc.codec import make_codec
     from prosemc.models.lite import LiteModel
@@ -46,21 +65,28 @@ def run(photos: dict[str, Any], repeats: int = 5, codec_name: str = "baseline") 
         rows.append({"photo": name, "vision_ms": round(vision_ms, 2), "codec_encode_ms": round(codec_ms, 2),
                      "codec_decode_ms": round(decode_ms, 2), "header_bytes": report.header_bytes,
                      "layer_bytes": report.layer_bytes, "file_bytes": report.bytes_written})
+        if progress:
+            progress.advance(note=name)
 
     with tempfile.TemporaryDirectory() as tmp:
         image_path = Path(tmp) / "photo.png"
         first.save(image_path)
         psem_path = Path(tmp) / "photo.psem"
-        prosemc = [sys.executable, "-m", "prosemc"]
-        encode_cold = run_process([*prosemc, "encode", str(image_path), "-o", str(psem_path)])
-        query_cold = run_process([*prosemc, "query", str(psem_path), "what is shown?"])
-        info_cold = run_process([*prosemc, "info", str(psem_path)])
+        cold = {}
+        for name, args in (("encode", ["encode", str(image_path), "-o", str(psem_path)]),
+                           ("query", ["query", str(psem_path), QUESTION]), ("info", ["info", str(psem_path)])):
+            cold[name] = run_module(["prosemc", *args])
+            if cold[name].returncode != 0:
+                raise RuntimeError(f"`prosemc {name}` failed with exit code {cold[name].returncode}; run it by hand")
+            if progress:
+                progress.advance(note=f"cold prosemc {name}")
         with open(psem_path, "rb") as f:
             decoded = read_tokens(f)
     start = time.perf_counter()
-    model.answer(decoded.edge, "what is shown?")
+    model.answer(decoded.edge, QUESTION)
     query_first_ms = (time.perf_counter() - start) * 1e3
-    query_warm_ms, _ = _best_ms(lambda: model.answer(decoded.edge, "what is shown?"), 3)
+    query_warm_ms, _ = _best_ms(lambda: model.answer(decoded.edge, QUESTION), 3)
+    threads = compare_threads(model, first, decoded.edge, codec_name, rounds, progress)
 
     layers = max(len(r["layer_bytes"]) for r in rows)
     mean_layer_bytes = [round(statistics.mean(r["layer_bytes"][i] for r in rows), 1) for i in range(layers)]
@@ -80,15 +106,64 @@ def run(photos: dict[str, Any], repeats: int = 5, codec_name: str = "baseline") 
             "layer_bytes_mean": mean_layer_bytes,
             "cumulative_bytes_mean": [round(float(v), 1) for v in np.cumsum(mean_layer_bytes)
                                       + statistics.mean(r["header_bytes"] for r in rows)],
-            "encode_process_cold_s": round(encode_cold.seconds, 3),
-            "encode_process_peak_rss_mib": round(encode_cold.peak_rss_mib, 1),
-            "query_process_cold_s": round(query_cold.seconds, 3),
-            "query_process_peak_rss_mib": round(query_cold.peak_rss_mib, 1),
-            "info_process_cold_s": round(info_cold.seconds, 3),
+            "encode_process_cold_s": round(cold["encode"].seconds, 3),
+            "encode_process_peak_rss_mib": peak_mib([cold["encode"]]),
+            "query_process_cold_s": round(cold["query"].seconds, 3),
+            "query_process_peak_rss_mib": peak_mib([cold["query"]]),
+            "info_process_cold_s": round(cold["info"].seconds, 3),
+            "info_process_peak_rss_mib": peak_mib([cold["info"]]),
             "query_first_in_process_ms": round(query_first_ms, 1),
             "query_warm_ms": round(query_warm_ms, 1),
         },
+        "threads": threads,
     }
+
+
+def cpu_load() -> subprocess.Popen:
+    """Another process that keeps one core busy (ends by itself after LOAD_LIMIT_S); the caller kills it."""
+    spin = f"import time\nend = time.monotonic() + {LOAD_LIMIT_S}\nwhile time.monotonic() < end:\n    pass\n"
+    return subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.DEVNULL)
+
+
+def compare_threads(model: Any, image: Any, edge: Any, codec_name: str, rounds: int,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Encode (vision + codec) and a warm answer at each thread count, interleaved per round, under CPU load.
+
+    Interleaving puts every count through the same moments of other load on a shared machine; the median
+    over rounds is the figure of merit (the best round is reported too).
+    """
+    from prosemc.pipeline import encode_image
+
+    counts, default, chosen = thread_counts(), default_threads(), resolve_threads()
+    times: dict[int, dict[str, list[float]]] = {n: {"encode": [], "answer": []} for n in counts}
+    load = cpu_load()
+    try:
+        for _ in range(rounds):
+            for n in counts:
+                limit_threads(n)
+                start = time.perf_counter()
+                encode_image(image, io.BytesIO(), model, codec_name=codec_name)
+                times[n]["encode"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                model.answer(edge, QUESTION)
+                times[n]["answer"].append(time.perf_counter() - start)
+                if progress:
+                    progress.advance(note=f"{n} thread{'s' if n > 1 else ''} under load")
+    finally:
+        load.kill()
+        load.wait()
+        limit_threads(chosen)
+    rows = [{"threads": n, "default": n == default,
+             **{f"{step}_ms_median": round(statistics.median(times[n][step]) * 1e3, 1) for step in ("encode", "answer")},
+             **{f"{step}_ms_best": round(min(times[n][step]) * 1e3, 1) for step in ("encode", "answer")}}
+            for n in counts]
+    verdict = {}
+    for step in ("encode", "answer"):
+        best = min(row[f"{step}_ms_median"] for row in rows)
+        mine = next(row[f"{step}_ms_median"] for row in rows if row["default"])
+        verdict[f"default_{step}_vs_best"] = round(mine / best, 3)
+    return {"load": "one other process spinning on one core", "rounds": rounds, "default_threads": default,
+            "rows": rows, **verdict}
 
 
 def markdown(results: dict[str, Any], machine: str) -> str:
@@ -107,12 +182,13 @@ def markdown(results: dict[str, Any], machine: str) -> str:
         f"| codec encode, median | {s['codec_encode_ms_median']} ms |",
         f"| codec decode, median | {s['codec_decode_ms_median']} ms |",
         f"| cold `prosemc encode` process (wall) | {s['encode_process_cold_s']} s |",
-        f"| peak RSS of `prosemc encode` | {s['encode_process_peak_rss_mib']} MiB |",
+        f"| peak RSS of the `prosemc encode` process alone | {s['encode_process_peak_rss_mib']} MiB |",
         f"| cold `prosemc query` process (wall, LLM from cache) | {s['query_process_cold_s']} s |",
-        f"| peak RSS of `prosemc query` | {s['query_process_peak_rss_mib']} MiB |",
+        f"| peak RSS of the `prosemc query` process alone | {s['query_process_peak_rss_mib']} MiB |",
         f"| query in process, first call (loads the LLM) | {s['query_first_in_process_ms']} ms |",
         f"| query in process, warm | {s['query_warm_ms']} ms |",
         f"| cold `prosemc info` process | {s['info_process_cold_s']} s |",
+        f"| peak RSS of the `prosemc info` process alone | {s['info_process_peak_rss_mib']} MiB |",
         f"| header bytes (mean) | {s['header_bytes_mean']} |",
         f"| layer bytes (mean, in the file) | {', '.join(map(str, s['layer_bytes_mean']))} |",
         f"| cumulative file bytes per level (mean) | {', '.join(map(str, s['cumulative_bytes_mean']))} |",
@@ -123,4 +199,17 @@ def markdown(results: dict[str, Any], machine: str) -> str:
     lines += [f"| {r['photo']} | {r['vision_ms']} | {r['codec_encode_ms']} | {r['codec_decode_ms']} | "
               f"{r['header_bytes']} | {', '.join(map(str, r['layer_bytes']))} | {r['file_bytes']} |"
               for r in results["per_photo"]]
+    t = results["threads"]
+    lines += [
+        "",
+        f"## Threads, under load ({t['load']}; {t['rounds']} interleaved rounds)",
+        "",
+        f"Default on this machine: {t['default_threads']} thread(s). Default vs best median: encode "
+        f"{t['default_encode_vs_best']}x, warm answer {t['default_answer_vs_best']}x (target: within 1.10x).",
+        "",
+        "| threads | encode ms (median / best) | warm answer ms (median / best) |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {r['threads']}{' (default)' if r['default'] else ''} | {r['encode_ms_median']} / {r['encode_ms_best']} | "
+              f"{r['answer_ms_median']} / {r['answer_ms_best']} |" for r in t["rows"]]
     return "\n".join(lines) + "\n"

@@ -58,4 +58,4 @@ def main() -> None:
     cli(prog_name="prosemc")
 
 
-from prosemc.cli import bench, container, evaluate, fit, main_job, serve  # noqa: E402,F401  (registers commands)
+from prosemc.cli import bench, container, evaluate, fit, main_job, models, serve  # noqa: E402,F401  (registers commands)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from prosemc.cli import cli
+from prosemc.cli.options import threads_option
 
 def images_in(folder: Path) -> dict[str, object]:
     """name -> RGB PIL image for every image file directly in `folder` (sorted by name)."""
@@ -41,6 +42,7 @@ def format_table(rows: list[dict]) -> str:
 @click.option("--references/--no-references", default=True, show_default=True,
               help="Include raw float16, int8, the paper's JSON chunks, JPEG and WebP.")
 @click.option("--json", "as_json", is_flag=True, help="Print {model, images, rows: [...]} as JSON.")
+@threads_option
 def evaluate_command(folder: Path, model: str, codecs: tuple[str, ...], answers: bool, references: bool,
                      as_json: bool) -> None:
     """Measure bytes, token cosine, top-1 agreement and answer consistency per scheme and level.
@@ -48,17 +50,15 @@ def evaluate_command(folder: Path, model: str, codecs: tuple[str, ...], answers:
     Every metric compares against the uncompressed tokens of the same image. JPEG and WebP send the
     encoder's 224 px input crop at the best quality within 256 B ... 4 KB; the cloud re-runs the encoder.
     """
-    from rich.progress import Progress
-
     from prosemc.evaluate import evaluate
     from prosemc.models import load_model
+    from prosemc.progress import Progress
 
     chosen = list(codecs) or (["metaae", "baseline"] if model == "lite" else ["baseline"])
     images = images_in(folder)
     vlm = load_model(model)
-    with Progress(transient=True) as progress:
-        task = progress.add_task("evaluating", total=len(images))
+    with Progress("evaluating", total=len(images), heartbeat=True) as progress:
         result = evaluate(images, vlm, chosen, answers=answers, references=references,
-                          progress=lambda name: progress.update(task, advance=1, description=name))
+                          progress=lambda name: progress.advance(note=name))
     data = result.to_json()
     click.echo(json.dumps(data, sort_keys=True) if as_json else format_table(data["rows"]))

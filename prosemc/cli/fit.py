@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from prosemc.cli import cli
+from prosemc.cli.io import writable_folder
+from prosemc.cli.options import threads_option
 from prosemc.errors import InputError
 
 
@@ -22,13 +25,24 @@ def _levels(value: str | None) -> list[int] | None:
     return levels
 
 
+def _check_outputs(out_path: Path, cache_dir: Path | None) -> None:
+    """Refuse outputs that cannot be written now, not after minutes of token extraction and training."""
+    from prosemc.training.photos import default_cache_dir
+
+    folder = out_path.parent  # (click refuses an -o that is a folder)
+    if not folder.is_dir():
+        raise InputError(f"the folder {folder} of -o {out_path} does not exist; create it or choose another path")
+    writable_folder(folder)  # the weights and the resume checkpoint go there
+    writable_folder(cache_dir if cache_dir is not None else default_cache_dir())
+
+
 @cli.command()
 @click.option("--model", "model_name", default="lite", show_default=True, help="Vision encoder whose tokens are coded.")
 @click.option("--images", required=True, help="Folder of training images, or 'builtin' for the packaged photos.")
 @click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Weights file to write (safetensors).")
 @click.option("--levels", default=None, help="Cumulative latent channels per level, e.g. 24,48,96,160,256.")
-@click.option("--epochs", type=int, default=None, help="Passes over the augmented views (default 12).")
+@click.option("--epochs", type=int, default=None, help="Passes over the augmented views (default 60).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of augmentation, init and data order.")
 @click.option("--variant", type=click.Choice(["nested", "residual"]), default="nested", show_default=True,
               help="Matryoshka latents, or residual refinement per level.")
@@ -39,20 +53,25 @@ def _levels(value: str | None) -> list[int] | None:
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
               help="Report held-out metrics (builtin photos never trained on).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+@threads_option
 def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs: int | None, seed: int, variant: str,
         views: int | None, cache_dir: str | None, max_steps: int | None, evaluate: bool, as_json: bool) -> None:
     """Train metaae/1 weights for MODEL's tokens on unlabeled images (progress on stderr).
 
     \b
-      prosemc fit --model lite --images builtin -o prosemc/data/metaae-lite.safetensors --seed 0
+      prosemc fit --model lite --images builtin -o metaae-lite.safetensors --seed 0
       prosemc fit --model lite --images photos/ -o my.safetensors --levels 32,64,128 --epochs 4
 
-    An interrupted run resumes from its checkpoint (beside the output) when started again with the same options.
+    The first example reproduces the shipped weights (compare its sha256 with `prosemc models`). Every output
+    path is checked before any work. An interrupted run resumes from its checkpoint (beside the output) when
+    started again with the same options. --threads sets the vision encoder's threads (token extraction);
+    training itself uses $PROSEMC_FIT_THREADS threads (default 1: the same seed then gives the same weights).
     """
-    from prosemc.training.fit import fit as run_fit
     from prosemc.training.photos import sources_from
 
     sources_from(images)  # user errors (missing folder, no images) before torch loads
+    _check_outputs(Path(out_path), Path(cache_dir) if cache_dir is not None else None)
+    from prosemc.training.fit import fit as run_fit
     report = run_fit(model_name, images, out_path, _levels(levels), epochs, seed, variant=variant, views=views,
                      cache_dir=cache_dir, max_steps=max_steps, evaluate_heldout=evaluate and images == "builtin")
     if as_json:

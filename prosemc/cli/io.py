@@ -52,3 +52,18 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
 def display_name(path: str, stdio: str = "<stdin>") -> str:
     """How to name PATH in messages: `-` is stdin (or stdout, for outputs)."""
     return stdio if path == "-" else path
+
+
+def writable_folder(path: str | Path) -> Path:
+    """PATH as a folder that exists and takes new files (created if missing), checked before any work."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"cannot write into {folder}: it is a file, not a folder; choose another folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe, probe_path = tempfile.mkstemp(prefix=".prosemc-write-test-", dir=folder)
+        os.close(probe)
+        os.unlink(probe_path)
+    except OSError as exc:
+        raise InputError(f"cannot write into {folder}: {exc.strerror}; choose a folder you can write to") from None
+    return folder

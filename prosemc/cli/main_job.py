@@ -10,6 +10,7 @@ import click
 
 from prosemc.cli import cli
 from prosemc.cli.io import atomic_output, display_name, open_input
+from prosemc.cli.options import threads_option
 
 FILE = click.Path(dir_okay=False, allow_dash=True)
 CODECS = ["metaae", "baseline", "raw-f32", "raw-f16", "int8"]
@@ -31,6 +32,7 @@ def _report(data: dict[str, Any], text: str, as_json: bool, to_stderr: bool) -> 
 @click.option("--layers", type=click.IntRange(min=1), help="Write only the first K layers.")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Write the largest layer prefix of at most N bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Report sizes and timings as JSON (stderr when -o -).")
+@threads_option
 def encode(image: str, output: str, model: str, codec_name: str | None, layers: int | None, max_bytes: int | None,
            as_json: bool) -> None:
     """Encode IMAGE (JPEG, PNG, WebP, BMP, GIF; or - for stdin) into a layered .psem.
@@ -71,6 +73,7 @@ def encode(image: str, output: str, model: str, codec_name: str | None, layers: 
 @click.option("--layers", type=click.IntRange(min=1), help="Decode only the first K layers.")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Decode only the layer prefix within N file bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Report what was decoded as JSON.")
+@threads_option
 def decode(source: str, output: str, layers: int | None, max_bytes: int | None, as_json: bool) -> None:
     """Decode a .psem (or the prefix of it that arrived) into tokens [N, D] float32 in a safetensors file.
 
@@ -111,6 +114,7 @@ def _warn_if_incomplete(decoded: Any) -> None:
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Use only the layer prefix within N file bytes.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print answer, labels, layers_used, bytes_used, model and timings as one JSON object.")
+@threads_option
 def query(source: str, question: str, model: str | None, layers: int | None, max_bytes: int | None,
           as_json: bool) -> None:
     """Answer QUESTION about the image in IN (a .psem file, or - for a pipe or socket).

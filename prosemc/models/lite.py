@@ -136,11 +136,8 @@ def token_array(tokens: EdgeTokens | np.ndarray) -> np.ndarray:
 
 
 def prompt_names(labels: list[tuple[str, float]]) -> list[str]:
-    """The label names the language model is shown: repeats merged, those under MIN_PROMPT_PROB dropped."""
-    merged: dict[str, float] = {}
-    for name, prob in labels:  # a few ImageNet names repeat (two "missile" classes): list each name once
-        merged[name] = merged.get(name, 0.0) + prob
-    return [name for name, prob in merged.items() if prob >= MIN_PROMPT_PROB] or [labels[0][0]]
+    """The label names the language model is shown: those under MIN_PROMPT_PROB dropped (names are unique)."""
+    return [name for name, prob in labels if prob >= MIN_PROMPT_PROB] or [labels[0][0]]
 
 
 def describe(labels: list[tuple[str, float]]) -> str:
@@ -171,7 +168,7 @@ def unanswerable(question: str) -> str | None:
 
 
 def label_words(labels: list[tuple[str, float]]) -> set[str]:
-    """Content words of the labels the prompt describes (lower case), e.g. {'egyptian', 'mau', 'cat', 'striped'}."""
+    """Content words of the labels the prompt describes (lower case), e.g. {'egyptian', 'mau', 'tiger', 'cat'}."""
     words = {word for name in prompt_names(labels) for word in re.findall(r"[a-z0-9]+", name.lower())}
     return {word for word in words if len(word) >= 3} - _STOP_WORDS
 

