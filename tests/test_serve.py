@@ -24,7 +24,7 @@ from serving import ServerProcess, http
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = sorted((ROOT / "formats" / "vectors" / "attacks").glob("*.psem"))
-CAT_LABELS = {"tabby cat", "a cat having a striped coat", "Persian cat", "Siamese cat", "Egyptian Mau", "lynx"}
+CAT_LABELS = {"tabby cat", "tiger cat", "Persian cat", "Siamese cat", "Egyptian Mau", "lynx"}
 QUERY = "/v1/query?q=what+is+shown%3F"
 AUTH = {"Authorization": "Bearer s3cret"}
 

@@ -7,6 +7,7 @@ import json
 import click
 
 from prosemc.cli import cli
+from prosemc.cli.options import threads_option
 
 
 
@@ -30,6 +31,7 @@ from prosemc.cli import cli
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Ray Serve replicas.")
 @click.option("--ray-address", default=None, help="Join this Ray cluster ('auto', ray://head:10001); default: start "
               "a local one.")
+@threads_option
 def serve(model: str, host: str, port: int, nc_port: int | None, token: str | None, read_timeout: float,
           max_body: int, no_llm: bool, use_ray: bool, replicas: int, ray_address: str | None) -> None:
     """Serve answers over HTTP from a model kept warm: start once on the cloud machine.
@@ -86,6 +88,7 @@ def serve(model: str, host: str, port: int, nc_port: int | None, token: str | No
 @click.option("--retries", type=click.IntRange(0, 20), default=4, show_default=True,
               help="Retries (backoff 0.5, 1, 2, 4 ... s) while the server is down or fails mid-stream.")
 @click.option("--json", "as_json", is_flag=True, help="Print the server's report plus a \"send\" section as JSON.")
+@threads_option
 def send(image: str, url: str, question: str, model: str, bundle: str | None, codec_name: str | None,
          deadline: float | None, bandwidth: str, confidence: float | None, estimate_from: str, no_llm: bool,
          token: str | None, retries: int, as_json: bool) -> None:
