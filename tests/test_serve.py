@@ -81,22 +81,26 @@ def test_health_and_models_name_the_weights(server):
 
 
 @needs_curl
-def test_curl_recipe_streams_and_replies_like_query(server, chelsea, chelsea_psem, cli_env, tmp_path):
+def test_curl_recipe_streams_and_replies_like_query(server, chelsea, chelsea_psem, cli_env):
     """`prosemc encode | curl -T -` gets the same JSON as `prosemc query --json` (plus the server's keys)."""
+    import io
+
+    from prosemc.models import load_model
+    from prosemc.pipeline import answer_report, read_tokens
+
     piped = subprocess.run(["bash", "-o", "pipefail", "-c",
                             f"prosemc encode {chelsea} -o - | curl -sS --fail-with-body -T - '{server.url}{QUERY}'"],
                            capture_output=True, env=cli_env, timeout=300)
     assert piped.returncode == 0, piped.stderr
     reply = json.loads(piped.stdout)
-    (tmp_path / "c.psem").write_bytes(chelsea_psem)
-    local = subprocess.run([sys.executable, "-m", "prosemc", "query", str(tmp_path / "c.psem"), "what is shown?",
-                            "--json"], capture_output=True, env=cli_env, timeout=300)
-    expected = json.loads(local.stdout)
+    decoded = read_tokens(io.BytesIO(chelsea_psem))  # what `prosemc query --json` computes, in this process
+    expected = answer_report(decoded, load_model("lite").answer(decoded.edge, "what is shown?"), {})
     assert set(expected) <= set(reply)
     for key in ("answer", "labels", "model", "codec", "layers_used", "layers_declared", "bytes_used", "status"):
         assert reply[key] == expected[key], key
     assert reply["labels"][0]["label"] in CAT_LABELS and reply["stopped_by"] == "end"
     assert 0.99 <= reply["estimate"] <= 1.0 and len(reply["layer_arrivals_ms"]) == 6
+    assert set(reply["timings_ms"]) >= {"read_decode", "answer"}
 
 
 def test_events_report_each_layer_with_its_estimate(server, chelsea_psem):
@@ -278,8 +282,7 @@ def test_send_retries_while_the_server_restarts_and_gives_up_when_it_stays_down(
     down = run_send([str(chelsea), f"http://127.0.0.1:{port}", "-q", "what?", "--retries", "1"], cli_env)
     assert down.returncode == 2 and "retrying in 0.5 s" in down.stderr
     assert down.stderr.strip().splitlines()[-1].startswith("Error: cannot reach the server")
-    first = ServerProcess(["--port", str(port), "--no-llm"], cli_env)
-    first.stop()  # killed: the client below starts while nothing listens
+    # the server is down (as after a kill) when the client starts, and comes back while it retries
     client = subprocess.Popen([sys.executable, "-m", "prosemc", "send", str(chelsea), f"http://127.0.0.1:{port}",
                                "-q", "what is shown?", "--no-llm", "--retries", "8", "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env)
@@ -302,14 +305,16 @@ def token_server(cli_env):
     process.stop()
 
 
-def test_token_is_required_everywhere(token_server, chelsea, chelsea_psem, cli_env):
+def test_token_is_required_everywhere(token_server, chelsea, chelsea_psem, chelsea_edge, cli_env):
     assert http(token_server.url, path="/healthz")[0] == 401
     status, body = http(token_server.url, "PUT", QUERY, [chelsea_psem], headers={"Authorization": "Bearer wrong"})
     assert status == 401 and "bearer token" in json.loads(body)["error"]
     status, body = http(token_server.url, "PUT", QUERY, [chelsea_psem], headers=AUTH)
     assert status == 200 and json.loads(body)["layers_used"] == 6
-    refused = run_send([str(chelsea), token_server.url, "-q", "what?", "--no-llm", "--retries", "0"], cli_env)
-    assert refused.returncode == 2 and "bearer token" in refused.stderr
+    from prosemc.serve.send import ServerRefused
+
+    with pytest.raises(ServerRefused, match="bearer token"):
+        send_in_process(token_server, chelsea_edge, llm=False, retries=0)
     env = {**cli_env, "PROSEMC_TOKEN": "s3cret"}
     assert run_send([str(chelsea), token_server.url, "-q", "what?", "--no-llm"], env).returncode == 0
 

@@ -4,7 +4,6 @@ tbf and a userspace delay stage where permitted (root), and the throttling TCP r
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ def send_over(link, url: str, chelsea, env, *extra: str) -> dict:
 
 
 @needs_namespaces
-def test_send_and_curl_over_the_namespace_link(chelsea, cli_env):
+def test_send_over_the_namespace_link(chelsea, cli_env):
     before = namespaces()
     with thin_link(1_000_000, 0.2, kind="netns") as link:
         assert link.kind == "netns" and len(namespaces() - before) == 2
@@ -48,13 +47,6 @@ def test_send_and_curl_over_the_namespace_link(chelsea, cli_env):
             assert report["layers_used"] == 6 == sent["layers_sent"] and report["stopped_by"] == "end"
             if sent["measured_bandwidth_bps"]:  # layers spaced by the 1 Mbps bottleneck at the server
                 assert 0.25e6 <= sent["measured_bandwidth_bps"] <= 1.3e6  # jitter only slows it
-            if shutil.which("curl"):
-                piped = subprocess.run(
-                    link.edge_command(["bash", "-o", "pipefail", "-c", f"{sys.executable} -m prosemc encode {chelsea} "
-                                       f"-o - | curl -sS --fail-with-body -T - '{server.url}/v1/query?q=what&llm=0'"]),
-                    capture_output=True, env=cli_env, timeout=300)
-                assert piped.returncode == 0, piped.stderr
-                assert json.loads(piped.stdout)["layers_used"] == 6
         finally:
             server.stop()
     assert namespaces() == before  # every namespace the link added is gone

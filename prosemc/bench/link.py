@@ -77,7 +77,7 @@ class ThinLink:
         return "127.0.0.1", relay.port
 
     def describe(self) -> str:
-        what = (f"network namespaces + tbf + userspace delay (kernel TCP at both ends)" if self.kind == "netns"
+        what = ("network namespaces + tbf + userspace delay (kernel TCP at both ends)" if self.kind == "netns"
                 else f"throttling TCP relay on loopback ({self.reason})")
         return f"{self.rate_bps / 1e6:g} Mbps, {self.rtt_s * 1e3:g} ms round trip: {what}"
 

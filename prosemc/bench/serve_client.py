@@ -91,7 +91,7 @@ def load(url: str, streams: list[bytes], clients: int, seconds: float, stall: bo
             start = time.perf_counter()
             try:
                 connection = HttpConnection.open(url, None, timeout=60)
-                upload = connection.upload("PUT", f"/v1/query?q=what&llm=0", events=False)
+                upload = connection.upload("PUT", "/v1/query?q=what&llm=0", events=False)
                 upload.send(data)
                 upload.finish()
                 events = list(upload.events(120))

@@ -23,7 +23,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from prosemc.errors import ProsemcError
 from prosemc.format import DEFAULT_LIMITS
 from prosemc.serve.cloud import CloudModel
 from prosemc.serve.protocol import (
@@ -143,7 +142,7 @@ def build_app(config: ServerConfig, cloud: CloudModel | None = None) -> ASGIApp:
         except ClientGone:
             log_line(client, 499, started, error="client-gone")
             return Response(status_code=499)
-        except (ProsemcError, Exception) as error:  # noqa: BLE001 - every failure is one JSON line, never a crash
+        except Exception as error:  # noqa: BLE001 - every failure is one JSON line, never a crash
             return _failure(error, client, started)
         _log_report(client, 200, started, report)
         return JSONResponse(report)

@@ -23,7 +23,6 @@ HEALTH_PATH = "/healthz"
 MODELS_PATH = "/v1/models"
 QUERY_PATH = "/v1/query"
 EVENTS_TYPE = "application/x-ndjson"
-TOKEN_ENV = "PROSEMC_TOKEN"
 MAX_QUESTION_BYTES = 4096
 
 
