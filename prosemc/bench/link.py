@@ -232,6 +232,8 @@ class Relay:
             except OSError:
                 client.close()
                 continue
+            for sock in (client, upstream):  # pacing is the relay's job: no Nagle delays on top
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 

@@ -27,6 +27,9 @@ def bind(host: str, port: int) -> socket.socket:
         family = infos[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # accepted sockets inherit it: without it Nagle held each reply's body a round trip behind its headers
+        # (a GET took 0.4 s instead of 0.2 s over a 200 ms link)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(512)
     except OSError as error:
