@@ -89,7 +89,7 @@ def test_curl_recipe_streams_and_replies_like_query(server, chelsea, chelsea_pse
     from prosemc.pipeline import answer_report, read_tokens
 
     piped = subprocess.run(["bash", "-o", "pipefail", "-c",
-                            f"prosemc encode {chelsea} -o - | curl -sS --fail-with-body -T - '{server.url}{QUERY}'"],
+                            f"prosemc encode {chelsea} -o - | curl -sS --fail-with-body -T - '{server.url}{QUERY}&estimate=1'"],
                            capture_output=True, env=cli_env, timeout=300)
     assert piped.returncode == 0, piped.stderr
     reply = json.loads(piped.stdout)
@@ -168,6 +168,7 @@ def test_a_client_killed_mid_stream_is_logged_and_nobody_else_notices(server, ch
     assert "client-gone" in server.log_after(mark, "client-gone")
     status, body = http(server.url, "PUT", QUERY + "&llm=0", [chelsea_psem])
     assert status == 200 and json.loads(body)["layers_used"] == 6
+    assert json.loads(body)["estimate"] is None  # not asked for: no second decode
 
 
 @needs_nc

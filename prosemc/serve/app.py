@@ -130,6 +130,7 @@ def build_app(config: ServerConfig, cloud: CloudModel | None = None) -> ASGIApp:
                 confidence=parse_number(params.get("confidence"), "confidence", 0.0, 1.0),
                 llm=parse_flag(params.get("llm"), "llm", config.llm),
                 events=parse_flag(params.get("events"), "events", False) or EVENTS_TYPE in request.headers.get("accept", ""),
+                estimate=parse_flag(params.get("estimate"), "estimate", False),
             )
         except RequestError as error:
             log_line(client, error.status, started, error=error_body(error)["error"][:80])

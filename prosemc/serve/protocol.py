@@ -7,6 +7,7 @@
          [&confidence=P]               answer as soon as the quality estimate of the layers reaches P
          [&llm=0]                      label-only reply (no language model)
          [&events=1]                   stream NDJSON events (header, layer + estimate, answer | error)
+         [&estimate=1]                 report the layers' quality estimate without events (one more decode)
     reply: the `prosemc query --json` report (+ "estimate", "stopped_by", "layer_arrivals_ms"), or
            {"error": MESSAGE, "status": CODE} with a 4xx status.
 """

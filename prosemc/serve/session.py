@@ -43,6 +43,7 @@ class QueryOptions:
     confidence: float | None = None
     llm: bool = True
     events: bool = False
+    estimate: bool = False  # report the layers' quality estimate even without events or confidence
 
 
 class FeedStream:
@@ -200,11 +201,11 @@ async def run_query(chunks: AsyncIterator[bytes], options: QueryOptions, cloud: 
     assert header is not None and codec is not None
     waited = time.monotonic() - start
 
-    estimated = len(layers) if options.events or options.confidence is not None else 0
     decoded = await loop.run_in_executor(cloud.decode_pool, decode_prefix, header, codec, layers, bytes_used, end)
     decoded_at = time.monotonic()
     answering = loop.run_in_executor(cloud.model_thread, cloud.answer, decoded.edge, options.question, options.llm)
-    if estimated != len(layers):  # not yet known for exactly these layers: work it out while the model answers
+    per_layer = options.events or options.confidence is not None  # then `estimate` is already these layers'
+    if options.estimate and not per_layer:  # a second decode: only on request (it costs a label-only reply ~30 %)
         estimate = await loop.run_in_executor(cloud.decode_pool, quality_estimate, codec, header, layers)
     answer = await answering
     report = answer_report(decoded, answer, {"read_decode": (decoded_at - start) * 1e3,
