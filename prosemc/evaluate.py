@@ -5,6 +5,7 @@
 
 Metrics compare each scheme's tokens' with the uncompressed tokens of the same image:
 - token_cosine: cosine similarity of the flattened token tensors;
+- per_token_cosine: cosine of each token, averaged over tokens (the flattened cosine hides errors in weak tokens);
 - top1_agreement: the classifier's top-1 label on tokens' equals the one on tokens (lite only);
 - answer_consistency: cosine similarity of all-MiniLM-L6-v2 sentence embeddings of the two answers
   (the paper's "semantic consistency").
@@ -18,12 +19,13 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from prosemc.codec import make_codec
-from prosemc.format import dumps
+from prosemc.format import chunk_sizes, header_size, prefix_sizes
 from prosemc.models import EdgeTokens, VisionLanguageModel
-from prosemc.pipeline import build_psem
+from prosemc.pipeline import build_psem, codec_for
+from prosemc.profiles import profile_of
 
-BUDGETS = (256, 512, 1024, 2048, 4096)
+BUDGETS = (256, 384, 512, 1024, 2048, 4096, 8192)
+COMPACT_SUFFIX = "-compact"  # scheme name of a codec's levels in the compact form: "metaae-compact"
 DEFAULT_QUESTION = "What is shown in the image?"
 
 
@@ -44,13 +46,34 @@ def token_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
 
 
-def codec_levels(codec_name: str, edge: EdgeTokens, model_id: str) -> list[Sent]:
-    """Every layer prefix of a codec: the whole `.psem` size (header included) and the decoded tokens."""
-    codec = make_codec(codec_name)
+def token_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each token [N] of [N, D] tensors (a token that is zero in both scores 1)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = ~a.any(axis=1) & ~b.any(axis=1)
+    return np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1.0), both_zero.astype(np.float64))
+
+
+def per_token_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of each token of [N, D] tensors, averaged over tokens (the flattened cosine hides weak tokens)."""
+    return float(token_cosines(a, b).mean())
+
+
+def codec_levels(codec_name: str, edge: EdgeTokens, model_id: str, compact: bool = False) -> list[Sent]:
+    """Every layer prefix of a codec: the whole `.psem` size (header included) and the decoded tokens.
+
+    compact: also each prefix's size in the compact form, as scheme "<codec>-compact" sharing the same tokens.
+    """
+    codec = codec_for(codec_name, model_id)
     header, layers = build_psem(edge, model_id, codec)
     shape = edge.tokens.shape
-    return [Sent(codec_name, k, len(dumps(header, layers[:k])), codec.decode(header.codec_params, layers[:k], shape))
-            for k in range(1, len(layers) + 1)]
+    decoded = [codec.decode(header.codec_params, layers[:k], shape) for k in range(1, len(layers) + 1)]
+    forms = [(codec_name, None)] + ([(codec_name + COMPACT_SUFFIX, profile_of(header))] if compact else [])
+    sent = []
+    for scheme, profile in forms:
+        sizes = prefix_sizes(header_size(header, profile), chunk_sizes(layers, profile is not None))
+        sent += [Sent(scheme, k, size, tokens) for k, (size, tokens) in enumerate(zip(sizes, decoded), start=1)]
+    return sent
 
 
 def model_input_image(image: Any) -> Any:
@@ -160,7 +183,7 @@ class Evaluation:
         out = []
         for (scheme, level), samples in groups.items():
             row: dict[str, Any] = {"scheme": scheme, "level": level, "images": len(samples)}
-            for key in ("bytes", "token_cosine", "top1_agreement", "answer_consistency"):
+            for key in ("bytes", "token_cosine", "per_token_cosine", "top1_agreement", "answer_consistency"):
                 values = [s[key] for s in samples if s.get(key) is not None]
                 row[key] = round(float(np.mean(values)), 4) if values else None
             out.append(row)
@@ -177,7 +200,7 @@ class Evaluation:
                 picked.append(max(fitting, key=lambda s: s["level"]) if fitting else None)
             row: dict[str, Any] = {"budget": budget, "scheme": scheme,
                                    "images_fitting": sum(p is not None for p in picked)}
-            for key in ("bytes", "token_cosine", "top1_agreement", "answer_consistency"):
+            for key in ("bytes", "token_cosine", "per_token_cosine", "top1_agreement", "answer_consistency"):
                 if any(p is not None and p.get(key) is None for p in picked):
                     row[key] = None
                     continue
@@ -192,11 +215,12 @@ class Evaluation:
 
 
 def schemes_for_image(image: Any, edge: EdgeTokens, model: VisionLanguageModel, codecs: list[str],
-                      paper: PaperBasis | None) -> list[Sent]:
-    """Everything sent for one image: each codec's levels, plus raw/int8/paper/JPEG/WebP when `paper` is given."""
+                      paper: PaperBasis | None, compact: bool = True) -> list[Sent]:
+    """Everything sent for one image: each codec's levels (in both forms when `compact`), plus
+    raw/int8/paper/JPEG/WebP when `paper` is given."""
     sent: list[Sent] = []
     for name in codecs:
-        sent += codec_levels(name, edge, model.model_id)
+        sent += codec_levels(name, edge, model.model_id, compact)
     if paper is not None:
         for name in ("raw-f16", "int8"):
             sent += codec_levels(name, edge, model.model_id)
@@ -229,9 +253,10 @@ class PaperBasis:
 
 
 def evaluate(images: dict[str, Any], model: VisionLanguageModel, codecs: list[str], *, answers: bool = False,
-             references: bool = True, question: str = DEFAULT_QUESTION,
+             references: bool = True, compact: bool = True, question: str = DEFAULT_QUESTION,
              progress: Callable[[str], None] | None = None) -> Evaluation:
-    """Measure every scheme and level on every image (name -> RGB PIL image)."""
+    """Measure every scheme and level on every image (name -> RGB PIL image); `compact` adds each codec's levels
+    in the compact form ("<codec>-compact": same tokens and metrics, fewer bytes)."""
     classify = getattr(model, "classify", None)
     embedder = SentenceEmbedder() if answers else None
     paper = PaperBasis.fit(model) if references else None
@@ -240,15 +265,19 @@ def evaluate(images: dict[str, Any], model: VisionLanguageModel, codecs: list[st
         edge = model.encode_image(image)
         reference_label = classify(edge.tokens)[0][0] if classify else None
         reference_answer = model.answer(edge, question).text if embedder else None
-        for sent in schemes_for_image(image, edge, model, codecs, paper):
-            values: dict[str, float | None] = {"token_cosine": token_cosine(edge.tokens, sent.tokens),
-                                               "top1_agreement": None, "answer_consistency": None}
-            if classify:
-                values["top1_agreement"] = float(classify(sent.tokens)[0][0] == reference_label)
-            if embedder is not None:
-                text = model.answer(EdgeTokens(sent.tokens, edge.info), question).text
-                a, b = embedder.embed([reference_answer, text])
-                values["answer_consistency"] = float(a @ b)
+        measured: dict[int, dict[str, float | None]] = {}  # by id(tokens): a codec's two forms share their tokens
+        for sent in schemes_for_image(image, edge, model, codecs, paper, compact):
+            values = measured.get(id(sent.tokens))
+            if values is None:
+                values = measured[id(sent.tokens)] = {"token_cosine": token_cosine(edge.tokens, sent.tokens),
+                                                      "per_token_cosine": per_token_cosine(edge.tokens, sent.tokens),
+                                                      "top1_agreement": None, "answer_consistency": None}
+                if classify:
+                    values["top1_agreement"] = float(classify(sent.tokens)[0][0] == reference_label)
+                if embedder is not None:
+                    text = model.answer(EdgeTokens(sent.tokens, edge.info), question).text
+                    a, b = embedder.embed([reference_answer, text])
+                    values["answer_consistency"] = float(a @ b)
             result.add(name, sent, values)
         result.images.append(name)
         if progress:

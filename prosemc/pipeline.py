@@ -3,6 +3,9 @@
     encode_image:  image --model.encode_image--> tokens [N, D] --codec.encode--> layers --PsemWriter--> stream
     read_tokens:   stream --PsemReader--> first k layers --codec.decode--> tokens' [N, D]
     answer:        tokens' --model.answer--> Answer
+
+Files are written in the full form unless `compact=True` (which names the header's profile instead), and read in
+either form; a compact one needs its profile in the store (default: `prosemc.profiles.default_store()`).
 """
 
 from __future__ import annotations
@@ -15,10 +18,19 @@ import numpy as np
 
 from prosemc.codec import Codec, codec_from_header, make_codec
 from prosemc.errors import InputError, ModelError
-from prosemc.format import PsemHeader, PsemReader, PsemWriter, ReadEnd
-from prosemc.format.spec import CHUNK_FRAME, CRC
-from prosemc.format.writer import encode_header
-from prosemc.models import DEFAULT_MODEL, Answer, EdgeTokens, VisionLanguageModel, load_model
+from prosemc.format import (
+    PrefixBudget,
+    ProfileStore,
+    PsemHeader,
+    PsemReader,
+    PsemWriter,
+    ReadEnd,
+    chunk_sizes,
+    header_size,
+    layers_within,
+)
+from prosemc.models import BUILTIN_MODELS, Answer, EdgeTokens, VisionLanguageModel, load_model
+from prosemc.profiles import default_store, profile_of
 
 
 @dataclass
@@ -33,22 +45,24 @@ class EncodeReport:
     layers_written: int
     bytes_written: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    profile_id: str | None = None  # hex id of the profile a compact file names (None: full form)
 
 
 def default_codec(model_name: str) -> str:
-    """The codec `encode` uses unless told: the trained Meta AutoEncoder for `lite`, the baseline otherwise."""
-    return "metaae" if model_name == DEFAULT_MODEL else "baseline"
+    """The codec `encode` uses unless told: the trained Meta AutoEncoder where prosemc ships weights for the model
+    (`lite`: the pooled mean-token codec; `lite-dense`: the per-token one), the training-free baseline otherwise."""
+    from prosemc.codec.metaae_weights import shipped_weights_path
+
+    return "metaae" if shipped_weights_path(model_name).is_file() else "baseline"
 
 
-def layers_within_budget(header_bytes: int, layer_bytes: list[int], max_layers: int | None, max_bytes: int | None) -> int:
-    """The largest k such that the first k layers respect both limits (0 if even layer 1 does not fit)."""
-    k, total = 0, header_bytes
-    for size in layer_bytes[: max_layers if max_layers is not None else len(layer_bytes)]:
-        if max_bytes is not None and total + size > max_bytes:
-            break
-        total += size
-        k += 1
-    return k
+def codec_for(codec_name: str, model_name: str, weights: str | None = None) -> Codec:
+    """The codec to encode model_name's tokens with: metaae with `weights` or the weights shipped for the model."""
+    if codec_name == "metaae":
+        return make_codec(codec_name, weights=weights, model=model_name)
+    if weights is not None:
+        raise InputError(f"--codec-weights applies to the metaae codec, not {codec_name!r}; drop it or use --codec metaae")
+    return make_codec(codec_name)
 
 
 def build_psem(edge: EdgeTokens, model_id: str, codec: Codec,
@@ -78,30 +92,35 @@ def encode_image(
     model: VisionLanguageModel,
     *,
     codec_name: str | None = None,
+    codec_weights: str | None = None,
     max_layers: int | None = None,
     max_bytes: int | None = None,
+    compact: bool = False,
 ) -> EncodeReport:
-    """Encode an RGB PIL image into a `.psem` stream, keeping the largest layer prefix within the limits."""
+    """Encode an RGB PIL image into a `.psem` stream, keeping the largest layer prefix within the limits.
+
+    compact: write the compact form, which names the header's profile (`profile_of`) instead of spelling it out.
+    """
     timings: dict[str, float] = {}
     start = time.perf_counter()
     edge = model.encode_image(image)
     timings["vision_encoder"] = (time.perf_counter() - start) * 1e3
-    codec = make_codec(codec_name or default_codec(model.model_id))
+    codec = codec_for(codec_name or ("metaae" if codec_weights else default_codec(model.model_id)), model.model_id,
+                      codec_weights)
     start = time.perf_counter()
     header, layers = build_psem(edge, model.model_id, codec)
     timings["codec"] = (time.perf_counter() - start) * 1e3
-    header_bytes = len(encode_header(header)[0])
-    layer_bytes = [CHUNK_FRAME.size + len(p) + CRC.size for p in layers]
-    keep = layers_within_budget(header_bytes, layer_bytes, max_layers, max_bytes)
+    profile = profile_of(header) if compact else None
+    header_bytes = header_size(header, profile)
+    layer_bytes = chunk_sizes(layers, compact)
+    keep = layers_within(header_bytes, layer_bytes, max_layers, max_bytes)
     if keep == 0:
-        need = header_bytes + layer_bytes[0]
-        raise InputError(f"--max-bytes {max_bytes} is too small: the header and layer 1 need {need} bytes; "
-                         f"raise it to at least {need}")
-    writer = PsemWriter(out, header)
+        raise PrefixBudget(header_bytes, max_layers, max_bytes).too_small(layer_bytes[0])
+    writer = PsemWriter(out, header, profile=profile)
     for payload in layers[:keep]:
         writer.add_layer(payload)
     return EncodeReport(model.model_id, codec.codec_id, header.token_shape, header_bytes, layer_bytes, keep,
-                        writer.bytes_written, timings)
+                        writer.bytes_written, timings, writer.profile_id.hex() if writer.profile_id else None)
 
 
 @dataclass
@@ -115,23 +134,32 @@ class DecodedTokens:
     end: ReadEnd
 
 
-def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None) -> DecodedTokens:
-    """Read a `.psem` stream (file, pipe, socket); decode its longest layer prefix within both limits."""
-    reader = PsemReader(stream)
+def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None,
+                profiles: ProfileStore | None = None, codec_weights: str | None = None) -> DecodedTokens:
+    """Read a `.psem` stream of either form (file, pipe, socket); decode its longest layer prefix within both limits.
+
+    profiles: what resolves a compact file (default: this install's profiles, `default_store()`).
+    codec_weights: the learned codec's weights file when the header names weights prosemc does not ship.
+    """
+    reader = PsemReader(stream, profiles=profiles if profiles is not None else default_store())
     header = reader.header
-    codec = codec_from_header(header.codec, header.entropy)
+    assert header is not None
+    codec = codec_from_header(header.codec, header.entropy, weights=codec_weights)
     layers: list[bytes] = []
-    bytes_used = len(reader.header_bytes)
-    for chunk in reader:
-        within = (max_layers is None or len(layers) < max_layers) and (max_bytes is None or chunk.end <= max_bytes)
-        if chunk.is_layer and within and len(layers) == chunk.seq:
-            layers.append(chunk.payload)
-            bytes_used = chunk.end
+    budget = PrefixBudget(len(reader.header_bytes), max_layers, max_bytes)
+    first_layer, since_last = 0, 0  # file bytes of layer 1; bytes of chunks since the last layer kept
+    for chunk in reader:  # read to the end even past the budget: every CRC is verified and the end reported
+        since_last += chunk.size
+        if chunk.is_layer:
+            first_layer = first_layer or since_last
+            if budget.admit(since_last):
+                layers.append(chunk.payload)
+            since_last = 0
     end = reader.end
     assert end is not None
-    if not layers and end.layers and max_bytes is not None:
-        raise InputError(f"--max-bytes {max_bytes} leaves no complete layer; raise it")
-    return decode_prefix(header, codec, layers, bytes_used, end)
+    if not layers and end.layers:
+        raise budget.too_small(first_layer)
+    return decode_prefix(header, codec, layers, budget.bytes, end)
 
 
 def decode_prefix(header: PsemHeader, codec: Codec, layers: list[bytes], bytes_used: int, end: ReadEnd) -> DecodedTokens:
@@ -167,7 +195,7 @@ def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageMo
     from prosemc.models.hf.checkpoint import recorded_hub_id, same_checkpoint
 
     if requested is None:
-        requested = encoder_id if encoder_id == DEFAULT_MODEL else recorded_hub_id(encoder_id)
+        requested = encoder_id if encoder_id in BUILTIN_MODELS else recorded_hub_id(encoder_id)
         if requested is None:
             raise ModelError(f"this .psem was made by model {encoder_id!r} from a local folder; pass that checkpoint "
                              "(hub id or folder) with --model")

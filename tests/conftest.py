@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # User state goes to a per-run temp dir, never ~/.cache: SmolLM2 is converted once per test run.
 os.environ["PROSEMC_CACHE"] = tempfile.mkdtemp(prefix="prosemc-test-cache-")
+os.environ["PROSEMC_PROFILES"] = os.path.join(os.environ["PROSEMC_CACHE"], "profiles")  # never ~/.config
 
 
 

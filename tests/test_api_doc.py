@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_api_page_examples_run(monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), flags=re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("PROSEMC_THREADS", "1")
     namespace: dict = {}
@@ -27,3 +27,4 @@ def test_api_page_examples_run(monkeypatch):
     assert namespace["answer"].labels[0][0] in {"tabby cat", "tiger cat", "Egyptian Mau"}
     assert lines[3].startswith("sr-baseline/1 [")
     assert namespace["coarse"].shape == (49, 1280)
+    assert lines[4] == "6094ba00f9a244a6 18 348" and lines[5] == "1"  # lite layer 1 in 348 bytes, compact

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from prosemc import format as psem
 from prosemc.cli import cli
+from prosemc.profiles import profile_of
 
 VECTORS = Path(__file__).resolve().parents[1] / "formats" / "vectors"
 MULTI = VECTORS / "multilayer.psem"
@@ -28,9 +30,11 @@ def test_info_json_has_stable_keys_and_values():
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert sorted(info) == sorted([
-        "file", "version", "encoder", "tokens", "codec", "entropy", "layers_declared", "layers_present", "status",
-        "summary", "truncated_at", "header_bytes", "total_bytes", "layers", "extensions", "metadata"])
+        "file", "version", "form", "profile", "encoder", "tokens", "codec", "entropy", "layers_declared",
+        "layers_present", "status", "summary", "truncated_at", "header_bytes", "total_bytes", "layers", "extensions",
+        "metadata"])
     assert (info["version"], info["encoder"], info["status"], info["layers_present"]) == ("1.0", "lite", "complete", 4)
+    assert (info["form"], info["profile"]) == ("full", None)
     assert [l["bytes"] for l in info["layers"]] == [8 + 16, 16 + 16, 32 + 16, 64 + 16]
     assert info["layers"][-1]["cumulative_bytes"] == info["total_bytes"] == MULTI.stat().st_size
     assert all(l["checksum"] == "ok" for l in info["layers"])
@@ -47,7 +51,9 @@ def test_info_text_from_stdin_of_a_cut_file_reports_complete_layers_and_cut():
 
 @pytest.mark.parametrize("name, message", [
     ("attacks/bad-magic.psem", "not a .psem file (bad magic bytes)"),
-    ("attacks/unknown-major.psem", "file is PSEM 2.0, this prosemc reads PSEM 1.x; upgrade prosemc"),
+    ("attacks/unknown-major.psem", "file is PSEM 3.0, this prosemc reads PSEM 1.x and 2.x; upgrade prosemc"),
+    ("attacks/compact-unknown-major.psem", "file is PSEM 3.0 in the compact form, this prosemc reads compact PSEM 2.x"),
+    ("attacks/compact-bad-layer-checksum.psem", "layer 2 (chunk at byte 31"),
     ("attacks/bad-layer-checksum.psem", "layer 2 (chunk at byte"),
     ("attacks/empty.psem", "empty input"),
 ])
@@ -80,14 +86,16 @@ def test_truncate_stdin_to_stdout_by_byte_budget_through_a_real_pipe():
     result = run(["truncate", "-", "-o", "-", "--max-bytes", str(len(whole) - 1), "--json"], whole)
     assert result.returncode == 0
     assert result.stdout == prefix3
-    assert json.loads(result.stderr) == {"layers": 3, "bytes": len(prefix3), "output": "<stdout>"}
+    assert json.loads(result.stderr) == {"layers": 3, "bytes": len(prefix3), "output": "<stdout>", "form": "full",
+                                         "profile": None}
 
 
 def test_truncate_budget_too_small_fails_cleanly_and_leaves_no_file(tmp_path):
     out = tmp_path / "x.psem"
     result = run(["truncate", str(MULTI), "-o", str(out), "--max-bytes", "230"])
     assert result.returncode == 2
-    assert "no layer fits in --max-bytes 230" in result.stderr.decode()
+    assert ("a budget of 230 bytes holds no layer: the header and layer 1 need 231 bytes; raise the budget to at "
+            "least 231") in result.stderr.decode()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -101,7 +109,7 @@ def test_truncate_corrupt_input_leaves_no_partial_output(tmp_path):
 
 def test_truncate_needs_a_rule():
     result = CliRunner().invoke(cli, ["truncate", str(MULTI), "-o", "-"])
-    assert result.exit_code == 2 and "pass --layers K or --max-bytes N" in result.output
+    assert result.exit_code == 2 and "pass --layers K or --max-bytes N (or both), or --compact" in result.output
 
 
 def test_help_teaches_the_main_commands():
@@ -116,6 +124,91 @@ def test_bench_container_writes_its_results(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["layers"] == 10 and data["file_bytes"] > 10_000_000 and data["read_verify_mb_per_s"] > 0
+    assert data["file_bytes"] - data["compact_file_bytes"] == (134 - 18) + 10 * (16 - 8)  # 1 MB layers: 4-byte tags
+    assert data["compact_read_verify_mb_per_s"] > 0 and data["compact_info_cold_s_best"] > 0
+    small = {row["profile"]: row for row in data["small_files"]}
+    assert small["lite-metaae"]["full_bytes"] - small["lite-metaae"]["compact_bytes"] == 246 - 18 + 6 * 10
+    assert all(row["full_us"] > 0 and row["compact_us"] > 0 for row in small.values())
     saved = json.loads((tmp_path / "container.json").read_text())
     assert saved["file_bytes"] == data["file_bytes"] and "machine" in saved
     assert "read + verify every CRC" in (tmp_path / "container.md").read_text()
+
+
+COMPACT = VECTORS / "compact.psem"
+VECTOR_PROFILE = VECTORS / "profiles" / "vectors.json"
+VECTOR_PROFILE_ID = "ca8db0d6e1b36bca"
+
+
+def test_compact_file_without_its_profile_is_refused_in_one_line_naming_the_id_and_the_way_out(tmp_path):
+    out = tmp_path / "full.psem"
+    for args in (["expand", str(COMPACT), "-o", str(out)], ["truncate", str(COMPACT), "-o", str(out), "--layers", "1"],
+                 ["decode", str(COMPACT), "-o", str(tmp_path / "t.safetensors")]):
+        result = run(args)
+        err = result.stderr.decode()
+        assert result.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"this compact .psem needs profile {VECTOR_PROFILE_ID}, which this install does not know" in err
+        assert "`prosemc expand FILE -o FULL.psem`" in err and f"`prosemc profiles show {VECTOR_PROFILE_ID}`" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info_on_a_compact_file_names_its_profile_known_or_not():
+    unknown = json.loads(run(["info", str(COMPACT), "--json"]).stdout)
+    assert unknown["form"] == "compact" and unknown["version"] == "2.0" and unknown["header_bytes"] == 18
+    assert unknown["profile"] == {"id": VECTOR_PROFILE_ID, "known": False, "name": None, "source": None}
+    assert (unknown["encoder"], unknown["layers_declared"], unknown["status"]) == (None, None, "needs-profile")
+    assert [l["checksum"] for l in unknown["layers"]] == ["ok"] * 4  # verified without the header
+    text = run(["info", str(COMPACT)]).stdout.decode()
+    assert f"profile   {VECTOR_PROFILE_ID}  not known to this install" in text and "encoder" not in text
+
+
+def test_profiles_add_then_info_decodes_and_expand_gives_the_full_vector(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROSEMC_PROFILES", str(tmp_path / "profiles"))
+    added = CliRunner().invoke(cli, ["profiles", "add", str(VECTOR_PROFILE), "--json"])
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout) == {"id": VECTOR_PROFILE_ID, "name": "vectors", "added": True,
+                                        "path": str(tmp_path / "profiles" / "vectors.json")}
+    again = CliRunner().invoke(cli, ["profiles", "add", str(VECTOR_PROFILE), "--json"])
+    assert json.loads(again.stdout)["added"] is False
+    info = json.loads(CliRunner().invoke(cli, ["info", str(COMPACT), "--json"]).stdout)
+    assert info["profile"]["known"] and info["encoder"] == "lite" and info["status"] == "complete"
+    out = tmp_path / "full.psem"
+    result = CliRunner().invoke(cli, ["expand", str(COMPACT), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == MULTI.read_bytes() and "expanded 4 layers" in result.output
+
+
+def test_expand_with_a_given_profile_file_and_with_the_wrong_one(tmp_path):
+    out = tmp_path / "full.psem"
+    result = run(["expand", str(VECTORS / "compact.prefix2.psem"), "-o", str(out), "--profile", str(VECTOR_PROFILE)])
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == (VECTORS / "multilayer.prefix2.psem").read_bytes()
+    wrong = run(["expand", str(COMPACT), "-o", str(tmp_path / "x.psem"), "--profile", "lite-metaae"])
+    assert wrong.returncode == 2
+    assert f"lite-metaae is profile 6094ba00f9a244a6, but {COMPACT} needs profile {VECTOR_PROFILE_ID}; pass that one" \
+        in wrong.stderr.decode()
+    copied = run(["expand", str(MULTI), "-o", "-"])
+    assert copied.stdout == MULTI.read_bytes() and b"already in the full form" in copied.stderr
+
+
+def test_truncate_compact_converts_a_full_file_through_a_pipe_within_a_budget():
+    whole = MULTI.read_bytes()
+    result = run(["truncate", "-", "-o", "-", "--compact", "--max-bytes", "130", "--json"], whole)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stderr.decode().splitlines()[0])
+    assert report["form"] == "compact" and report["layers"] == 3 and len(result.stdout) == report["bytes"] == 130
+    profile = profile_of(psem.loads(whole).header)  # the header less its metadata: the patch carries that
+    assert profile.metadata == {} and report["profile"] == psem.Profile.of(profile).hex
+    parsed = psem.loads(result.stdout, profiles=psem.ProfileStore(profiles=[psem.Profile.of(profile)]))
+    assert parsed.layers == psem.loads(whole).layers[:3] and parsed.header == psem.loads(whole).header
+    assert "the receiver needs it" in result.stderr.decode()  # the multilayer vector's profile is not built in
+
+
+def test_profiles_lists_the_built_in_ones_and_shows_one_as_its_json():
+    listing = json.loads(CliRunner().invoke(cli, ["profiles", "--json"]).stdout)
+    names = {p["name"]: p for p in listing["profiles"]}
+    assert {"lite-metaae", "lite-baseline", "lite-raw-f32", "lite-raw-f16", "lite-int8"} <= set(names)
+    assert names["lite-metaae"]["id"] == "6094ba00f9a244a6" and names["lite-metaae"]["source"] == "built-in"
+    shown = CliRunner().invoke(cli, ["profiles", "show", "6094ba00f9a244a6"])
+    assert shown.exit_code == 0 and hashlib.sha256(shown.stdout.strip().encode()).hexdigest()[:16] == "6094ba00f9a244a6"
+    missing = CliRunner().invoke(cli, ["profiles", "show", "nope"])
+    assert missing.exit_code == 2 and "no known profile named 'nope'" in missing.output

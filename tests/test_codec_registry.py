@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prosemc.codec import CODEC_NAMES, codec_from_header, make_codec
+from prosemc.codec import CODECS, codec_from_header, codec_names, codec_record, make_codec, record_for_id
 from prosemc.errors import CodecError
 
 TOKENS = (np.arange(60, dtype=np.float32).reshape(5, 12) - 20.0) / 7.0
@@ -26,7 +26,7 @@ def test_header_sections_rebuild_the_same_codec(name: str, codec_id: str, entrop
     codec = make_codec(name)
     described = codec.describe()
     assert described == {"codec": {"id": codec_id, "model_sha256": None}, "entropy": {"id": entropy_id}}
-    assert CODEC_NAMES[name][0] == codec_id
+    assert codec_record(name).codec_id == codec_id and record_for_id(codec_id).name == name
     encoded = codec.encode(TOKENS)
     decoder = codec_from_header({**described["codec"], "params": encoded.params}, described["entropy"])
     np.testing.assert_array_equal(
@@ -93,8 +93,32 @@ def test_raw_codecs_random_bytes_raise_only_codec_error(name: str, payload: byte
     assert out.shape == (rows, columns) and np.isfinite(out).all()
 
 
+def test_registry_holds_one_record_per_codec_with_unique_names_and_ids() -> None:
+    assert codec_names() == ["metaae", "baseline", "raw-f32", "raw-f16", "int8"]
+    assert len({r.codec_id for r in CODECS}) == len(CODECS)
+    assert [r.name for r in CODECS if r.entropy_coded] == ["metaae", "baseline"]
+    assert [r.name for r in CODECS if r.learned] == ["metaae"]
+    assert codec_record("baseline").per_image_params == ("steps", "clip")
+    assert record_for_id("jpeg/1") is None
+
+
+def test_cli_choices_come_from_the_registry() -> None:
+    from prosemc.cli import cli
+
+    option = next(o for o in cli.commands["encode"].params if o.name == "codec_name")
+    assert list(option.type.choices) == codec_names()
+
+
+def test_registry_import_does_not_load_numpy_or_a_codec() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, prosemc.codec; print(sorted(m for m in ('numpy', 'prosemc.codec.baseline') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
 def test_unknown_names_and_ids_are_refused() -> None:
-    with pytest.raises(CodecError, match="unknown codec 'jpeg'; choose one of: baseline, raw-f32, raw-f16, int8"):
+    with pytest.raises(CodecError, match="unknown codec 'jpeg'; choose one of: metaae, baseline, raw-f32, raw-f16, int8"):
         make_codec("jpeg")
     with pytest.raises(CodecError, match="unknown codec id 'mae/7'"):
         codec_from_header({"id": "mae/7"}, {"id": "constriction-ans/1"})

@@ -105,3 +105,90 @@ def test_streamed_reading_equals_whole_file_reading_for_any_chunking(case, sizes
         assert got.header == expected.header
         assert got.layers == expected.layers
         assert got.end == expected.end
+
+
+def contains_null(value) -> bool:
+    if isinstance(value, dict):
+        return any(v is None or contains_null(v) for v in value.values())
+    if isinstance(value, list):
+        return any(contains_null(v) for v in value)
+    return False
+
+
+@st.composite
+def compact_cases(draw):
+    """A header, its layers, and a profile that differs from it in params, layer count and metadata (or not at all)."""
+    header, payloads = draw(headers_and_layers())
+    if draw(st.booleans()):
+        return header, payloads, header
+    profile = psem.PsemHeader(header.encoder, header.token_shape,
+                              {**header.codec, "params": draw(st.dictionaries(st.text(max_size=8), json_values, max_size=3))},
+                              header.entropy, layers=draw(st.integers(0, 64)), token_dtype=header.token_dtype)
+    return header, payloads, profile
+
+
+@given(compact_cases())
+@settings(max_examples=150, deadline=None)
+def test_compact_round_trip_and_conversion_both_ways(case):
+    header, payloads, profile = case
+    try:
+        compact = psem.dumps(header, payloads, profile=profile)
+    except psem.InvalidHeaderError as error:  # a null a merge patch cannot carry: refused, never written wrong
+        assert "merge patch cannot carry" in str(error) and contains_null(header.to_dict())
+        return
+    store = psem.ProfileStore(profiles=[psem.Profile.of(profile)])
+    parsed = psem.loads(compact, profiles=store)
+    assert (parsed.header, parsed.layers) == (header, payloads)
+    assert len(compact) == psem.header_size(header, profile) + sum(psem.chunk_sizes(payloads, compact=True))
+    full = psem.dumps(header, payloads)
+    expanded, recompacted = io.BytesIO(), io.BytesIO()
+    psem.truncate(compact, expanded, form="full", profiles=store)
+    psem.truncate(full, recompacted, form="compact", profile_for=lambda h: profile)
+    assert expanded.getvalue() == full and recompacted.getvalue() == compact
+    patched = header.to_json_bytes() != profile.to_json_bytes()
+    assert bool(compact[5] & 1) == patched  # the flag byte: a patch follows only when the header differs
+    assert patched or psem.header_size(header, profile) == 18
+
+
+@given(compact_cases(), st.data())
+@settings(max_examples=100, deadline=None)
+def test_compact_prefixes_truncation_and_budgets(case, data):
+    header, payloads, profile = case
+    if contains_null(header.to_dict()):
+        return
+    out = io.BytesIO()
+    writer = psem.PsemWriter(out, header, profile=profile)
+    for p in payloads:
+        writer.add_layer(p)
+    whole, store = out.getvalue(), psem.ProfileStore(profiles=[psem.Profile.of(profile)])
+    ends = [writer.header_size] + writer.layer_ends
+    assert ends == [writer.header_size] + psem.prefix_sizes(writer.header_size, psem.chunk_sizes(payloads, True))
+    k = data.draw(st.integers(0, len(payloads)))
+    parsed = psem.loads(whole[: ends[k]], profiles=store)
+    assert parsed.layers == payloads[:k] and parsed.end.cut_at is None
+    if k >= 1:
+        budget = data.draw(st.integers(ends[k], (ends[k + 1] - 1) if k < len(payloads) else ends[k] + 100))
+        assert psem.layers_within(writer.header_size, psem.chunk_sizes(payloads, True), None, budget) == k
+        by_bytes = io.BytesIO()
+        assert psem.truncate(whole, by_bytes, max_bytes=budget, profiles=store).layers == k
+        assert by_bytes.getvalue() == whole[: ends[k]]
+    if k < len(payloads):
+        cut = data.draw(st.integers(ends[k] + 1, ends[k + 1] - 1))
+        parsed = psem.loads(whole[:cut], profiles=store)
+        assert parsed.layers == payloads[:k]
+        assert (parsed.end.status, parsed.end.bytes_read, parsed.end.cut_at) == ("truncated", cut, ends[k])
+
+
+@given(compact_cases(), st.lists(st.integers(1, 64), min_size=1, max_size=20), st.integers(0, 10_000))
+@settings(max_examples=100, deadline=None)
+def test_compact_streamed_reading_equals_whole_file_reading_for_any_chunking(case, sizes, cut_seed):
+    header, payloads, profile = case
+    if contains_null(header.to_dict()):
+        return
+    store = psem.ProfileStore(profiles=[psem.Profile.of(profile)])
+    whole = psem.dumps(header, payloads, profile=profile)
+    data = whole[: random.Random(cut_seed).randint(psem.header_size(header, profile), len(whole))]
+    expected = psem.loads(data, profiles=store)
+    for stream in (io.BufferedReader(Trickle(data, sizes), buffer_size=7), Trickle(data, sizes)):
+        got = psem.read(stream, profiles=store)
+        assert (got.header, got.layers, got.end) == (expected.header, expected.layers, expected.end)

@@ -164,4 +164,35 @@ def test_query_max_bytes_uses_the_longest_prefix_within_budget(encoded):
     answer = json.loads(invoke("query", str(path), "what is shown?", "--max-bytes", str(budget + 3), "--json").stdout)
     assert (answer["layers_used"], answer["bytes_used"]) == (2, budget)
     too_small = invoke("query", str(path), "what is shown?", "--max-bytes", "50")
-    assert too_small.exit_code == 2 and "--max-bytes 50 leaves no complete layer" in too_small.output
+    need = report["header_bytes"] + report["layer_bytes"][0]
+    assert too_small.exit_code == 2
+    assert f"a budget of 50 bytes holds no layer: the header and layer 1 need {need} bytes" in too_small.output
+
+
+def test_compact_encode_fits_layer_one_in_384_bytes_and_decodes_like_the_full_file(chelsea, encoded, tmp_path):
+    path, full = encoded
+    out = tmp_path / "cat.psem"
+    result = invoke("encode", str(chelsea), "-o", str(out), "--compact", "--json")
+    assert result.exit_code == 0, result.output
+    compact = json.loads(result.stdout)
+    assert (compact["form"], compact["profile"], compact["header_bytes"]) == ("compact", "6094ba00f9a244a6", 18)
+    assert (full["form"], full["profile"]) == ("full", None)
+    assert [f - c for f, c in zip(full["layer_bytes"], compact["layer_bytes"])] == [10] * 6  # 16 -> 6 bytes framing
+    payload = full["layer_bytes"][0] - 16
+    assert compact["header_bytes"] + compact["layer_bytes"][0] - payload == 24  # the target: <= 24
+    assert compact["bytes"] == out.stat().st_size == full["bytes"] - (full["header_bytes"] - 18) - 60
+    expanded = tmp_path / "expanded.psem"
+    assert invoke("expand", str(out), "-o", str(expanded)).exit_code == 0
+    assert expanded.read_bytes() == path.read_bytes()
+    tokens = []
+    for source in (path, out):
+        target = tmp_path / f"{source.stem}-{len(tokens)}.safetensors"
+        assert invoke("decode", str(source), "-o", str(target), "--layers", "2").exit_code == 0
+        tokens.append(load_file(str(target))["tokens"])
+    np.testing.assert_array_equal(tokens[0], tokens[1])
+    small = tmp_path / "small.psem"
+    report = json.loads(invoke("encode", str(chelsea), "-o", str(small), "--compact", "--max-bytes", "384",
+                               "--json").stdout)
+    assert report["layers"] == 1 and small.stat().st_size == report["bytes"] <= 384
+    answer = json.loads(invoke("query", str(small), "what is shown?", "--json").stdout)
+    assert answer["layers_used"] == 1 and answer["labels"][0]["label"] in CAT_LABELS

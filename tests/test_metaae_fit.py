@@ -75,8 +75,10 @@ def test_user_errors(tmp_path) -> None:
         fit("lite", empty, tmp_path / "x.safetensors")
     with pytest.raises(InputError, match="does not exist"):
         fit("lite", tmp_path / "missing", tmp_path / "x.safetensors")
-    with pytest.raises(ModelError, match="not 'nope'"):
+    with pytest.raises(ModelError, match="'nope' is not in the local Hugging Face cache"):
         fit("nope", empty, tmp_path / "x.safetensors")
+    with pytest.raises(InputError, match="per-token models take --steps"):
+        fit("lite-dense", empty, tmp_path / "x.safetensors", levels=[4, 8])
 
 
 def test_cli_exit_codes(tmp_path, photos, cache) -> None:

@@ -85,6 +85,9 @@ def test_models_lists_lite_codecs_families_and_what_is_present(cache):
     assert [c["name"] for c in data["codecs"]] == ["metaae", "baseline", "raw-f32", "raw-f16", "int8"]
     metaae = data["codecs"][0]["weights"]
     assert metaae["present"] and len(metaae["sha256"]) == 64 and metaae["path"].endswith("metaae-lite.safetensors")
+    assert data["models"][1]["name"] == "lite-dense"
+    dense = data["codecs"][0]["weights_by_model"]["lite-dense"]
+    assert dense["present"] and dense["path"].endswith("metaae-lite-dense.safetensors") and len(dense["sha256"]) == 64
     assert [f["family"] for f in data["hf_families"]] == ["llava", "idefics3", "qwen2_vl"]
     assert [(c["id"], c["family"]) for c in data["hf_checkpoints"]] == [("org/tiny-llava", "llava")]  # not bert
     assert len(data["cache"]["entries"]) == 5

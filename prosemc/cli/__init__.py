@@ -11,6 +11,7 @@ import click
 
 from prosemc import __version__
 from prosemc.errors import ProsemcError
+from prosemc.format.errors import UnknownProfileError
 
 
 class UserError(click.ClickException):
@@ -25,6 +26,10 @@ class ProsemcGroup(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
+        except UnknownProfileError as exc:
+            from prosemc.cli.profiles import unknown_profile_message
+
+            raise UserError(unknown_profile_message(exc.profile_id.hex())) from None
         except ProsemcError as exc:
             raise UserError(str(exc)) from None
         except BrokenPipeError:
@@ -45,6 +50,7 @@ def cli() -> None:
       prosemc query x.psem "what is shown?"
       prosemc info x.psem
       prosemc truncate x.psem -o small.psem --max-bytes 1000
+      prosemc encode img.jpg -o - --compact --max-bytes 384 | nc cloud 9000
       prosemc encode cam.jpg -o - | ssh cloud prosemc query - "what is shown?"
       prosemc serve                                   # the cloud, kept warm
       prosemc send cam.jpg http://cloud:8000 -q "what is shown?" --deadline 2 --confidence 0.9
@@ -58,4 +64,4 @@ def main() -> None:
     cli(prog_name="prosemc")
 
 
-from prosemc.cli import bench, container, evaluate, fit, main_job, models, serve  # noqa: E402,F401  (registers commands)
+from prosemc.cli import bench, container, evaluate, fit, main_job, models, profiles, serve  # noqa: E402,F401

@@ -110,7 +110,8 @@ def speed(out_dir: Path | None, as_json: bool, repeats: int, rounds: int, codec_
 @OUT
 @AS_JSON
 @click.option("-m", "--model", default="lite", show_default=True, help="Model whose tokens are coded.")
-@click.option("--codec", "codecs", multiple=True, help="Codec(s) at every level; default: metaae and baseline.")
+@click.option("--codec", "codecs", multiple=True,
+              help="Codec(s) at every level; default: the model's default codec (metaae for lite, lite-dense) and baseline.")
 @click.option("--answers/--no-answers", default=True, show_default=True,
               help="Measure answer consistency (runs the language model per scheme, level and photo).")
 @threads_option
@@ -120,8 +121,10 @@ def rd(out_dir: Path | None, as_json: bool, model: str, codecs: tuple[str, ...],
     from prosemc.models import load_model
     from prosemc.progress import Progress
 
+    from prosemc.pipeline import default_codec
+
     folder = out_folder(out_dir, "rd")
-    chosen = list(codecs) or ["metaae", "baseline"]
+    chosen = list(codecs) or list(dict.fromkeys([default_codec(model), "baseline"]))
     photos = heldout_photos()
     with Progress("bench rd", total=len(photos), heartbeat=True) as progress:
         evaluation, results = bench_rd.run(photos, load_model(model), chosen, answers=answers,

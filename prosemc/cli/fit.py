@@ -37,7 +37,9 @@ def _check_outputs(out_path: Path, cache_dir: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--model", "model_name", default="lite", show_default=True, help="Vision encoder whose tokens are coded.")
+@click.option("--model", "model_name", default="lite", show_default=True,
+              help="Model whose tokens are coded: 'lite' (pooled mean-token codec), 'lite-dense' or a Hugging Face "
+                   "VLM id / folder (per-token codec).")
 @click.option("--images", required=True, help="Folder of training images, or 'builtin' for the packaged photos.")
 @click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Weights file to write (safetensors).")
@@ -49,20 +51,33 @@ def _check_outputs(out_path: Path, cache_dir: Path | None) -> None:
 @click.option("--views", type=int, default=None, help="Augmented views per photo (default 48).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Token cache folder (default: $PROSEMC_CACHE/metaae-tokens).")
-@click.option("--max-steps", type=int, default=None, help="Stop after this many steps (checkpointed; rerun to resume).")
+@click.option("--max-steps", type=int, default=None,
+              help="lite: stop after this many steps (checkpointed; rerun to resume).")
+@click.option("--steps", type=click.IntRange(min=0), default=None,
+              help="Per-token models: training steps of the quantiser gains (default 0: the PCA start; gradient steps measured worse, see docs/metaae.md).")
+@click.option("--ordering", type=click.Choice(["bitplane", "nested"]), default=None,
+              help="Per-token models: layers halve the step over channel ranges (bitplane, default) or add channel "
+                   "chunks at the finest step (nested, measured worse).")
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
               help="Report held-out metrics (builtin photos never trained on).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
 @threads_option
 def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs: int | None, seed: int, variant: str,
-        views: int | None, cache_dir: str | None, max_steps: int | None, evaluate: bool, as_json: bool) -> None:
+        views: int | None, cache_dir: str | None, max_steps: int | None, steps: int | None, ordering: str | None,
+        evaluate: bool, as_json: bool) -> None:
     """Train metaae/1 weights for MODEL's tokens on unlabeled images (progress on stderr).
+
+    lite gets the pooled mean-token codec (what its label head reads); every other model -- lite-dense and any
+    Hugging Face VLM -- a per-token Meta AutoEncoder: a learned linear latent whose layers halve the quantiser
+    step over ranges of channels, learned per-channel steps, integer context tables and an error head, trained
+    with a reconstruction loss plus, for the built-in models, a loss on the cloud layers' label logits.
 
     \b
       prosemc fit --model lite --images builtin -o metaae-lite.safetensors --seed 0
-      prosemc fit --model lite --images photos/ -o my.safetensors --levels 32,64,128 --epochs 4
+      prosemc fit --model lite-dense --images builtin -o metaae-lite-dense.safetensors --seed 0 --threads 1
+      prosemc fit --model HuggingFaceTB/SmolVLM-256M-Instruct --images photos/ -o smolvlm.safetensors
 
-    The first example reproduces the shipped weights (compare its sha256 with `prosemc models`). Every output
+    The first two examples reproduce the shipped weights (compare their sha256 with `prosemc models`). Every output
     path is checked before any work. An interrupted run resumes from its checkpoint (beside the output) when
     started again with the same options. --threads sets the vision encoder's threads (token extraction);
     training itself uses $PROSEMC_FIT_THREADS threads (default 1: the same seed then gives the same weights).
@@ -70,10 +85,13 @@ def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs:
     from prosemc.training.photos import sources_from
 
     sources_from(images)  # user errors (missing folder, no images) before torch loads
+    if model_name == "lite" and (steps is not None or ordering is not None):
+        raise InputError("--steps and --ordering apply to per-token models (lite-dense, Hugging Face VLMs), not lite")
     _check_outputs(Path(out_path), Path(cache_dir) if cache_dir is not None else None)
     from prosemc.training.fit import fit as run_fit
     report = run_fit(model_name, images, out_path, _levels(levels), epochs, seed, variant=variant, views=views,
-                     cache_dir=cache_dir, max_steps=max_steps, evaluate_heldout=evaluate and images == "builtin")
+                     cache_dir=cache_dir, max_steps=max_steps, evaluate_heldout=evaluate and images == "builtin",
+                     config_overrides={k: v for k, v in (("steps", steps), ("ordering", ordering)) if v is not None})
     if as_json:
         click.echo(json.dumps({
             "output": report.out_path if report.sha256 else None, "sha256": report.sha256 or None,

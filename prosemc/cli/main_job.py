@@ -11,9 +11,9 @@ import click
 from prosemc.cli import cli
 from prosemc.cli.io import atomic_output, display_name, open_input
 from prosemc.cli.options import threads_option
+from prosemc.codec import codec_names
 
 FILE = click.Path(dir_okay=False, allow_dash=True)
-CODECS = ["metaae", "baseline", "raw-f32", "raw-f16", "int8"]
 
 
 def _report(data: dict[str, Any], text: str, as_json: bool, to_stderr: bool) -> None:
@@ -25,16 +25,25 @@ def _report(data: dict[str, Any], text: str, as_json: bool, to_stderr: bool) -> 
 @click.argument("image", type=FILE)
 @click.option("-o", "--output", required=True, type=FILE, help="The .psem to write, or - for stdout (written atomically).")
 @click.option("-m", "--model", default="lite", show_default=True,
-              help="'lite' (built in, offline) or a Hugging Face VLM id / local folder (LLaVA-1.5, SmolVLM, Qwen2-VL).")
-@click.option("--codec", "codec_name", type=click.Choice(CODECS), default=None,
-              help="Token codec. Default: 'metaae' (the trained Meta AutoEncoder) for lite, 'baseline' (training-free, "
-                   "progressive, any model) otherwise; raw-f32/raw-f16/int8 are single-layer references.")
+              help="'lite' (built in, offline: EfficientNet-Lite0 head features [49, 1280]), 'lite-dense' (built in: "
+                   "EfficientNet-Lite0 cut after stage 5, dense signed tokens [196, 112] that the cloud's stages 6-7 "
+                   "consume) or a Hugging Face VLM id / local folder (LLaVA-1.5, SmolVLM, Qwen2-VL).")
+@click.option("--codec", "codec_name", type=click.Choice(codec_names()), default=None,
+              help="Token codec. Default: the best measured for the model -- 'metaae' (the trained Meta AutoEncoder: "
+                   "mean-token levels for lite, per-token for lite-dense) where prosemc ships weights, else 'baseline' "
+                   "(training-free, progressive, any model); raw-f32/raw-f16/int8 are single-layer references.")
+@click.option("--codec-weights", type=click.Path(dir_okay=False), default=None,
+              help="metaae weights file (from `prosemc fit`) for a model prosemc ships none for; implies --codec metaae.")
 @click.option("--layers", type=click.IntRange(min=1), help="Write only the first K layers.")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Write the largest layer prefix of at most N bytes.")
+@click.option("--compact", is_flag=True,
+              help="Write the compact form: a short header (18 bytes for lite) naming the model + codec profile "
+                   "instead of the ~250-byte full one, and 5-9 bytes of framing per layer instead of 16; for thin "
+                   "links to a receiver that knows the profile (`prosemc profiles`).")
 @click.option("--json", "as_json", is_flag=True, help="Report sizes and timings as JSON (stderr when -o -).")
 @threads_option
-def encode(image: str, output: str, model: str, codec_name: str | None, layers: int | None, max_bytes: int | None,
-           as_json: bool) -> None:
+def encode(image: str, output: str, model: str, codec_name: str | None, codec_weights: str | None, layers: int | None,
+           max_bytes: int | None, compact: bool, as_json: bool) -> None:
     """Encode IMAGE (JPEG, PNG, WebP, BMP, GIF; or - for stdin) into a layered .psem.
 
     Runs the model's vision encoder (the edge half), compresses its tokens into progressive layers and
@@ -43,6 +52,7 @@ def encode(image: str, output: str, model: str, codec_name: str | None, layers: 
     \b
       prosemc encode photo.jpg -o photo.psem
       prosemc encode photo.jpg -o - --max-bytes 2000 | nc cloud 9000
+      prosemc encode photo.jpg -o - --compact --max-bytes 384 | nc cloud 9000
     """
     from prosemc.models import load_model
     from prosemc.models.images import load_image
@@ -54,17 +64,24 @@ def encode(image: str, output: str, model: str, codec_name: str | None, layers: 
     load_ms = (time.perf_counter() - start) * 1e3
     vlm = load_model(model)
     with atomic_output(output) as out:
-        report = encode_image(picture, out, vlm, codec_name=codec_name, max_layers=layers, max_bytes=max_bytes)
+        report = encode_image(picture, out, vlm, codec_name=codec_name, codec_weights=codec_weights, max_layers=layers,
+                              max_bytes=max_bytes, compact=compact)
     kept = report.layer_bytes[: report.layers_written]
     data = {
         "output": display_name(output, "<stdout>"), "model": report.model, "codec": report.codec,
         "tokens": list(report.token_shape), "header_bytes": report.header_bytes, "layer_bytes": kept,
         "layers": report.layers_written, "layers_produced": len(report.layer_bytes), "bytes": report.bytes_written,
+        "form": "compact" if compact else "full", "profile": report.profile_id,
         "timings_ms": {"load_image": round(load_ms, 2), **{k: round(v, 2) for k, v in report.timings_ms.items()}},
     }
     text = (f"{display_name(output, '<stdout>')}: {report.layers_written} of {len(report.layer_bytes)} layers, "
-            f"{report.bytes_written} bytes (header {report.header_bytes}, layers {', '.join(map(str, kept))})")
+            f"{report.bytes_written} bytes (header {report.header_bytes}, layers {', '.join(map(str, kept))})"
+            + (f", compact: needs profile {report.profile_id}" if compact else ""))
     _report(data, text, as_json, to_stderr=output == "-")
+    if compact:
+        from prosemc.cli.profiles import warn_if_unknown_profile
+
+        warn_if_unknown_profile(report.profile_id)
 
 
 @cli.command()
@@ -72,19 +89,23 @@ def encode(image: str, output: str, model: str, codec_name: str | None, layers: 
 @click.option("-o", "--output", required=True, type=FILE, help="safetensors file for the tokens (written atomically).")
 @click.option("--layers", type=click.IntRange(min=1), help="Decode only the first K layers.")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Decode only the layer prefix within N file bytes.")
+@click.option("--codec-weights", type=click.Path(dir_okay=False), default=None,
+              help="The metaae weights file that encoded IN, when prosemc does not ship it (the header names it by sha256).")
 @click.option("--json", "as_json", is_flag=True, help="Report what was decoded as JSON.")
 @threads_option
-def decode(source: str, output: str, layers: int | None, max_bytes: int | None, as_json: bool) -> None:
+def decode(source: str, output: str, layers: int | None, max_bytes: int | None, codec_weights: str | None,
+           as_json: bool) -> None:
     """Decode a .psem (or the prefix of it that arrived) into tokens [N, D] float32 in a safetensors file.
 
-    The tensor is named "tokens"; the file's metadata records the encoder, codec and layers used.
+    The tensor is named "tokens"; the file's metadata records the encoder, codec and layers used. A compact
+    .psem needs its profile among `prosemc profiles`.
     """
     from safetensors.numpy import save
 
     from prosemc.pipeline import read_tokens
 
     with open_input(source) as stream:
-        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes)
+        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes, codec_weights=codec_weights)
     _warn_if_incomplete(decoded)
     meta = {"encoder": decoded.header.encoder, "codec": decoded.header.codec_id,
             "layers_used": str(decoded.layers_used), "info": json.dumps(decoded.edge.info, sort_keys=True)}
@@ -108,19 +129,22 @@ def _warn_if_incomplete(decoded: Any) -> None:
 @click.argument("source", metavar="IN", type=FILE)
 @click.argument("question")
 @click.option("-m", "--model", default=None,
-              help="The model to answer with: 'lite' for files it encoded (the default), else the Hugging Face "
+              help="The model to answer with: the built-in 'lite' / 'lite-dense' the file names (the default), else the Hugging Face "
                    "checkpoint (hub id or folder) that encoded IN. A mismatch with the file is refused.")
 @click.option("--layers", type=click.IntRange(min=1), help="Use only the first K layers.")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Use only the layer prefix within N file bytes.")
+@click.option("--codec-weights", type=click.Path(dir_okay=False), default=None,
+              help="The metaae weights file that encoded IN, when prosemc does not ship it (the header names it by sha256).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print answer, labels, layers_used, bytes_used, model and timings as one JSON object.")
 @threads_option
 def query(source: str, question: str, model: str | None, layers: int | None, max_bytes: int | None,
-          as_json: bool) -> None:
+          codec_weights: str | None, as_json: bool) -> None:
     """Answer QUESTION about the image in IN (a .psem file, or - for a pipe or socket).
 
     Decodes the complete layers that arrived (a cut stream still answers from them, and says so on
-    stderr), rebuilds the visual tokens and runs the cloud half of the model on them.
+    stderr), rebuilds the visual tokens and runs the cloud half of the model on them. IN may be in the full
+    or the compact form (whose profile must be among `prosemc profiles`).
 
     \b
       prosemc query photo.psem "what is shown?"
@@ -133,7 +157,7 @@ def query(source: str, question: str, model: str | None, layers: int | None, max
         raise InputError("the question is empty; ask something, e.g. \"what is shown?\"")
     start = time.perf_counter()
     with open_input(source) as stream:
-        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes)
+        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes, codec_weights=codec_weights)
     decode_ms = (time.perf_counter() - start) * 1e3
     _warn_if_incomplete(decoded)
     start = time.perf_counter()

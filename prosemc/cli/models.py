@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from prosemc.cli import cli
+from prosemc.codec import CODECS
 
 LITE = {
     "name": "lite",
@@ -17,12 +18,11 @@ LITE = {
     "good_for": "what is shown / what animal or object this is; it cannot count, read text, or tell colours "
                 "and positions (it says so)",
 }
-CODECS = {
-    "metaae": "Meta AutoEncoder metaae/1: trained, 6 progressive layers; the default for lite (lite tokens only)",
-    "baseline": "sr-baseline/1: training-free successive refinement, 5 progressive layers; any model's tokens",
-    "raw-f32": "raw-f32/1: float32 tokens, lossless, one layer (a reference)",
-    "raw-f16": "raw-f16/1: float16 tokens, one layer (a reference)",
-    "int8": "int8/1: per-token int8 quantisation, one layer (a reference)",
+LITE_DENSE = {
+    "name": "lite-dense",
+    "about": "EfficientNet-Lite0 cut after stage 5: dense signed tokens [196, 112] at the edge; in the cloud stages "
+             "6-7 and the head give the labels, and SmolLM2 answers as for lite. Built in, offline, CPU.",
+    "good_for": "as lite; it is the offline stand-in for a VLM's dense tokens (every token feeds the cloud layers)",
 }
 FAMILIES = {
     "llava": "LLaVA-1.5 (llava-hf/llava-1.5-7b-hf, ...): the edge sends the vision tower's features [576, 1024]; "
@@ -99,19 +99,23 @@ def models(as_json: bool) -> None:
     Nothing is loaded or downloaded: this only looks at installed packages, the prosemc cache and the local
     Hugging Face cache. Use a listed hub id with --model on encode (query finds it from the .psem).
     """
-    from prosemc.codec.metaae import default_weights_path
+    import hashlib
+
+    from prosemc.codec.metaae_weights import shipped_weights_path
     from prosemc.models.cache import cache_entries
     from prosemc.models.llm import cache_root
 
-    metaae = _file(default_weights_path())
-    if metaae["present"]:
-        import hashlib
-
-        metaae["sha256"] = hashlib.sha256(default_weights_path().read_bytes()).hexdigest()
+    shipped = {}
+    for model in (LITE["name"], LITE_DENSE["name"]):
+        shipped[model] = _file(shipped_weights_path(model))
+        if shipped[model]["present"]:
+            shipped[model]["sha256"] = hashlib.sha256(shipped_weights_path(model).read_bytes()).hexdigest()
+    metaae = shipped[LITE["name"]]
+    parts = lite_parts()
+    weights = {"weights": metaae, "weights_by_model": shipped}
     data = {
-        "models": [{**LITE, "parts": lite_parts()}],
-        "codecs": [{"name": name, "about": about, **({"weights": metaae} if name == "metaae" else {})}
-                   for name, about in CODECS.items()],
+        "models": [{**LITE, "parts": parts}, {**LITE_DENSE, "parts": parts}],
+        "codecs": [{"name": r.name, "about": r.about, **(weights if r.learned else {})} for r in CODECS],
         "hf_families": [{"family": family, "about": about} for family, about in FAMILIES.items()],
         "hf_checkpoints": hub_checkpoints(),
         "cache": {"path": str(cache_root()), "entries": [e.to_json() for e in cache_entries()]},
@@ -119,13 +123,15 @@ def models(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, sort_keys=True))
         return
-    lines = ["Built-in model", f"  lite  {LITE['about']}", f"        good for: {LITE['good_for']}"]
-    for part, info in data["models"][0]["parts"].items():
+    lines = ["Built-in models", f"  lite  {LITE['about']}", f"        good for: {LITE['good_for']}",
+             f"  lite-dense  {LITE_DENSE['about']}", "  both need:"]
+    for part, info in parts.items():
         state = _size(info["bytes"]) if info["present"] else "missing"
         lines.append(f"        {part.replace('_', ' ')}: {state}  {info['path'] or ''}")
-    lines += ["", "Codecs (--codec)"] + [f"  {name:<9} {about}" for name, about in CODECS.items()]
-    lines.append(f"            metaae weights: {_size(metaae['bytes']) if metaae['present'] else 'missing'}  "
-                 f"{metaae['path']}")
+    lines += ["", "Codecs (--codec)"] + [f"  {r.name:<9} {r.about}" for r in CODECS]
+    for model, info in shipped.items():
+        lines.append(f"            metaae weights for {model}: {_size(info['bytes']) if info['present'] else 'missing'}"
+                     f"  {info['path']}")
     lines += ["", "Hugging Face families (--model HUB_ID or FOLDER)"]
     lines += [f"  {family:<9} {about}" for family, about in FAMILIES.items()]
     lines += ["", "Hugging Face checkpoints in the local cache"]

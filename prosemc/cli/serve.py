@@ -71,6 +71,8 @@ def serve(model: str, host: str, port: int, nc_port: int | None, token: str | No
 @click.option("--bundle", type=click.Path(file_okay=False), default=None,
               help="Encode with a torch-free edge bundle folder (prosemc export) instead of --model.")
 @click.option("--codec", "codec_name", default=None, help="Token codec (default: metaae for lite, else baseline).")
+@click.option("--compact", is_flag=True, help="Send the compact form (a short header naming the model + codec "
+              "profile; the server must know the profile, `prosemc profiles`).")
 @click.option("--deadline", type=click.FloatRange(min=0.01), default=None,
               help="Seconds from now to the printed answer: sends the largest prefix whose bytes reach the cloud in "
                    "time (from the bandwidth, the round trip and the server's answer time) and has the server answer "
@@ -90,7 +92,7 @@ def serve(model: str, host: str, port: int, nc_port: int | None, token: str | No
 @click.option("--json", "as_json", is_flag=True, help="Print the server's report plus a \"send\" section as JSON.")
 @threads_option
 def send(image: str, url: str, question: str, model: str, bundle: str | None, codec_name: str | None,
-         deadline: float | None, bandwidth: str, confidence: float | None, estimate_from: str, no_llm: bool,
+         compact: bool, deadline: float | None, bandwidth: str, confidence: float | None, estimate_from: str, no_llm: bool,
          token: str | None, retries: int, as_json: bool) -> None:
     """Encode IMAGE (or - for stdin) and stream its layers to a `prosemc serve` at URL; print the answer.
 
@@ -112,7 +114,7 @@ def send(image: str, url: str, question: str, model: str, bundle: str | None, co
     with open_input(image) as stream:
         picture = load_image(stream.read() if image == "-" else image)
     options = SendOptions(url=url, question=question, model=model, bundle=bundle, codec_name=codec_name,
-                          deadline_s=deadline, bandwidth=bandwidth, confidence=confidence, estimate_from=estimate_from,
+                          compact=compact, deadline_s=deadline, bandwidth=bandwidth, confidence=confidence, estimate_from=estimate_from,
                           llm=not no_llm, token=token or None, retries=retries)
     report = send_image(picture, options, log=lambda line: click.echo(f"prosemc send: {line}", err=True))
     sent = report["send"]

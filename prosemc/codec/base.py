@@ -14,9 +14,10 @@ early). Codecs without it lack the attribute; `has_quality_estimate` tells.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: importing the registry (and the CLI) stays free of numpy
+    import numpy as np
 
 
 @dataclass(frozen=True)

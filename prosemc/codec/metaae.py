@@ -19,12 +19,9 @@ float decoder matches the torch model within float32 rounding (see tests/test_me
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import threading
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,16 +29,22 @@ import numpy as np
 
 from prosemc.codec.base import EncodedTokens
 from prosemc.codec.entropy import DEFAULT_CODER_ID, FrequencyTable, coder_for_id
-from prosemc.errors import CodecError
+from prosemc.codec.metaae_refine import RefinementState
+from prosemc.codec.metaae_token import TokenMetaAECodec, TokenWeights, check_sha256, check_stream, check_tokens
+from prosemc.codec.metaae_weights import (
+    FORMAT_POOLED as FORMAT,
+    FORMAT_TOKEN,
+    parse,
+    pooled_refine_contexts,
+    read_bytes,
+    shipped_weights,
+    shipped_weights_path,
+)
 from prosemc.codec.quality import dead_zone_energy, mean_cosine
-from prosemc.codec.metaae_refine import ACTIVITY_STATES, NEIGHBOUR_STATES, PEAK_CAP, RefinementState
+from prosemc.errors import CodecError
 
 
 CODEC_ID = "metaae/1"
-FORMAT = "prosemc-metaae/1"
-DEFAULT_WEIGHTS_NAME = "metaae-lite.safetensors"
-MAX_TOKENS = 4096  # tokens per stream this decoder accepts (bounds what a header can make it allocate)
-MAX_WEIGHTS_BYTES = 256 << 20
 # quality_estimate: |mean token|² / mean |token|² of lite tokens (0.312 over the 34 training photos, view 0),
 # so the mean token's cosine to a token is about sqrt(0.312) = 0.56; and the assumed growth of small values
 # per octave below the first refinement threshold (no earlier level to measure it from).
@@ -53,7 +56,7 @@ Layer = tuple[np.ndarray, np.ndarray]  # weight [in, out] float32, bias [out] fl
 
 def default_weights_path() -> Path:
     """prosemc/data/metaae-lite.safetensors, the shipped weights for the `lite` model's tokens."""
-    return Path(str(resources.files("prosemc").joinpath(f"data/{DEFAULT_WEIGHTS_NAME}")))
+    return shipped_weights_path("lite")
 
 
 def mlp(layers: Sequence[Layer], x: np.ndarray) -> np.ndarray:
@@ -89,7 +92,7 @@ class Refinement:
     def table_count(self) -> int:
         """Tables per level: 2 * G * B channel-peak contexts, 3 * B coefficient contexts, 1 significant."""
         groups, buckets = int(self.group.max()) + 1, len(self.edges) + 1
-        return 2 * groups * buckets + PEAK_CAP * buckets * NEIGHBOUR_STATES * ACTIVITY_STATES + 1
+        return pooled_refine_contexts(groups, buckets) + 1
 
 
 @dataclass(frozen=True)
@@ -121,31 +124,9 @@ class MetaAEWeights:
         return (0,) + self.levels[:-1]
 
     @classmethod
-    def load(cls, path: str | Path) -> "MetaAEWeights":
-        """Read and validate a metaae weights file; CodecError naming the file and the fix otherwise."""
-        path = Path(path)
-        try:
-            size = path.stat().st_size
-            if size > MAX_WEIGHTS_BYTES:
-                raise CodecError(f"metaae weights {path} are {size} bytes, over the {MAX_WEIGHTS_BYTES} limit")
-            data = path.read_bytes()
-        except OSError as error:
-            raise CodecError(
-                f"cannot read the metaae weights {path} ({error}); reinstall prosemc or train them with `prosemc fit`"
-            ) from None
-        return cls.from_bytes(data, str(path))
-
-    @classmethod
     def from_bytes(cls, data: bytes, name: str = "<bytes>") -> "MetaAEWeights":
-        from safetensors import SafetensorError
-        from safetensors.numpy import load
-
-        sha = hashlib.sha256(data).hexdigest()
-        try:
-            tensors = load(data)
-            metadata = _metadata(data)
-        except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as error:
-            raise CodecError(f"{name} is not a metaae safetensors weights file ({error}); re-run `prosemc fit`") from None
+        """Validate pooled-layout weights bytes; CodecError naming the file and the fix otherwise."""
+        tensors, metadata, sha = parse(data, name)
         try:
             return cls._build(name, sha, tensors, metadata)
         except (KeyError, ValueError, TypeError) as error:
@@ -237,7 +218,7 @@ def _build_refinement(tensors: dict[str, np.ndarray], metadata: dict[str, str], 
     if np.abs(weight).max() >= 1 << 20 or np.abs(bias).max() >= 1 << 40 or group.min() < 0 or group.max() >= 64:
         raise ValueError("refinement predictor values out of range")
     buckets = edges.shape[0] + 1
-    contexts = 2 * (int(group.max()) + 1) * buckets + PEAK_CAP * buckets * NEIGHBOUR_STATES * ACTIVITY_STATES
+    contexts = pooled_refine_contexts(int(group.max()) + 1, buckets)
     counts, offsets, sizes = ints["refine.counts"], ints["refine.offsets"], ints["refine.sizes"]
     if counts.shape[:2] != (len(steps), contexts + 1) or offsets.shape != counts.shape[:2] or sizes.shape != offsets.shape:
         raise ValueError("refinement table shapes")
@@ -251,35 +232,72 @@ def _build_refinement(tensors: dict[str, np.ndarray], metadata: dict[str, str], 
                       edges.astype(np.float64), group, tables)
 
 
-def _metadata(data: bytes) -> dict[str, str]:
-    """The __metadata__ of a safetensors file's JSON header (already validated by safetensors' load)."""
-    length = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + length])
-    metadata = header.get("__metadata__") or {}
-    if not isinstance(metadata, dict):
-        raise ValueError("__metadata__ is not an object")
-    return metadata
-
-
 _CACHE: dict[tuple[str, int, int], MetaAEWeights] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_weights(path: str | Path | None = None) -> MetaAEWeights:
-    """The weights at path (default: the shipped file), loaded once per file version."""
+def load_weights(path: str | Path | None = None) -> MetaAEWeights | TokenWeights:
+    """The weights at path (default: the shipped `lite` file), loaded once per file version, either layout."""
     path = Path(path) if path is not None else default_weights_path()
     try:
         stat = path.stat()
     except OSError as error:
         raise CodecError(
-            f"the metaae weights {path} are missing ({error.strerror}); reinstall prosemc, or train them with "
-            "`prosemc fit --model lite --images builtin -o prosemc/data/metaae-lite.safetensors --seed 0`"
+            f"the metaae weights {path} are missing ({error.strerror}); pass an existing weights file, reinstall "
+            "prosemc, or train weights with `prosemc fit --model MODEL --images DIR -o WEIGHTS`"
         ) from None
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = MetaAEWeights.load(path)
+            _CACHE[key] = weights_from_bytes(read_bytes(path), str(path))
         return _CACHE[key]
+
+
+def weights_from_bytes(data: bytes, name: str) -> MetaAEWeights | TokenWeights:
+    """Weights of either layout (pooled `lite` or per-token) from a file's bytes; CodecError if invalid."""
+    tensors, metadata, sha = parse(data, name)
+    if metadata.get("format") != FORMAT_TOKEN:
+        return MetaAEWeights.from_bytes(data, name)
+    try:
+        return TokenWeights.build(name, sha, tensors, metadata)
+    except (KeyError, ValueError, TypeError) as error:
+        raise CodecError(f"{name} is not a valid {FORMAT_TOKEN} weights file ({error}); re-run `prosemc fit`") from None
+
+
+def weights_by_sha256(sha256: Any) -> MetaAEWeights | TokenWeights:
+    """The shipped weights whose bytes hash to sha256; CodecError naming the hashes here and the fix otherwise."""
+    found = {}
+    for path in shipped_weights():
+        weights = load_weights(path)
+        if weights.sha256 == sha256:
+            return weights
+        found[path.name] = weights.sha256
+    here = ", ".join(f"{name} {sha}" for name, sha in found.items()) or "none"
+    raise CodecError(
+        f"this file was encoded with metaae weights sha256 {sha256}, which this prosemc does not ship (shipped: "
+        f"{here}); pass the weights file that encoded it (--codec-weights), or re-encode the image"
+    )
+
+
+def make_metaae(weights: str | Path | MetaAEWeights | TokenWeights | None = None, model: str | None = None,
+                model_sha256: str | None = None, **options: Any) -> Any:
+    """The metaae/1 codec for explicit weights, else the shipped weights a header names by sha256, else those
+    shipped for `model` (default `lite`); a header's sha256 that the chosen weights do not have is refused."""
+    if weights is None and model_sha256 is not None:
+        weights = weights_by_sha256(model_sha256)
+    elif weights is None and model is not None:
+        path = shipped_weights_path(model)
+        if not path.is_file():
+            raise CodecError(f"prosemc ships no metaae weights for model {model!r}; train them with `prosemc fit "
+                             f"--model {model} --images DIR -o W.safetensors` and pass --codec-weights W")
+        weights = path
+    if not hasattr(weights, "sha256"):
+        weights = load_weights(weights)
+    if isinstance(weights, MetaAEWeights):
+        return MetaAutoEncoderCodec(weights, model_sha256=model_sha256, **options)
+    if model_sha256 is not None:
+        check_sha256(model_sha256, weights)
+    return TokenMetaAECodec(weights, **options)
 
 
 class MetaAutoEncoderCodec:
@@ -296,6 +314,8 @@ class MetaAutoEncoderCodec:
     ) -> None:
         """model_sha256: the hash a file header names; CodecError unless the loaded weights have it."""
         self.weights = weights if isinstance(weights, MetaAEWeights) else load_weights(weights)
+        if not isinstance(self.weights, MetaAEWeights):
+            raise CodecError(f"{self.weights.path} holds per-token weights; build the codec with make_metaae")
         count = self.weights.layer_count
         if layers is not None and not 1 <= int(layers) <= count:
             raise CodecError(f"metaae/1 with these weights codes 1..{count} layers, got {layers}")
@@ -306,12 +326,7 @@ class MetaAutoEncoderCodec:
 
     def check_sha256(self, expected: Any) -> None:
         """CodecError naming both hashes unless expected is the loaded weights' sha256."""
-        if expected != self.weights.sha256:
-            raise CodecError(
-                f"this file was encoded with metaae weights sha256 {expected}, but the loaded weights "
-                f"({self.weights.path}) have sha256 {self.weights.sha256}; decode it with the prosemc version "
-                "(or weights file) that encoded it, or re-encode the image with these weights"
-            )
+        check_sha256(expected, self.weights)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -324,7 +339,7 @@ class MetaAutoEncoderCodec:
     def symbols(self, tokens: np.ndarray) -> np.ndarray:
         """Integer autoencoder symbols [N, L] (int64) of tokens [N, D] float32 ([1, L] of their mean if pooled)."""
         w = self.weights
-        x = _check_tokens(tokens, w.token_dim)
+        x = check_tokens(tokens, w.token_dim)
         if w.pooled:
             x = np.clip(x, *w.clip).mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
         if w.variant == "nested":
@@ -351,7 +366,7 @@ class MetaAutoEncoderCodec:
     def encode(self, tokens: np.ndarray) -> EncodedTokens:
         """Compress tokens [N, D] float32 into self.layers layers, coarse to fine."""
         w = self.weights
-        x = _check_tokens(tokens, w.token_dim)
+        x = check_tokens(tokens, w.token_dim)
         symbols = self.symbols(x)
         layers = []
         for start, stop in list(zip(w.starts, w.levels))[: self.layers]:
@@ -420,16 +435,7 @@ class MetaAutoEncoderCodec:
         """Tokens' [N, D] of the autoencoder levels, the refinement state (None before level 2) and the values
         each refinement level made newly significant."""
         w = self.weights
-        if not isinstance(params, dict):
-            raise CodecError(f"metaae/1 params must be an object, got {type(params).__name__}")
-        if "model_sha256" in params:  # the header's codec.model_sha256 was checked when this codec was built
-            self.check_sha256(params["model_sha256"])
-        count = params.get("layers")
-        if type(count) is not int or not 1 <= count <= w.layer_count:
-            raise CodecError(f"metaae/1 params.layers must be an integer in 1..{w.layer_count}, got {count!r}")
-        rows = _check_shape(shape, w.token_dim)
-        if not 1 <= len(layers) <= count:
-            raise CodecError(f"metaae/1 decodes 1..{count} layers of this stream, got {len(layers)}")
+        rows = check_stream(params, layers, shape, w)
         latent_rows = 1 if w.pooled else rows
         symbols = np.zeros((latent_rows, w.levels[-1]), dtype=np.int64)
         ae_layers = min(len(layers), len(w.levels))
@@ -483,31 +489,6 @@ class MetaAutoEncoderCodec:
         return np.clip(state, *w.clip)
 
 
-def _check_tokens(tokens: np.ndarray, dim: int) -> np.ndarray:
-    array = np.asarray(tokens)
-    if array.ndim != 2 or array.shape[1] != dim or not 1 <= array.shape[0] <= MAX_TOKENS:
-        raise CodecError(
-            f"metaae/1 codes tokens [N, {dim}] with 1 <= N <= {MAX_TOKENS}, got shape {tuple(array.shape)}; "
-            "use the weights trained for this vision encoder (prosemc fit) or another codec"
-        )
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise CodecError(f"tokens must be float32 numbers, got dtype {array.dtype}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise CodecError("tokens contain non-finite values (NaN or inf); check the vision encoder's output")
-    return array
-
-
-def _check_shape(shape: Sequence[int], dim: int) -> int:
-    try:
-        rows, columns = (int(value) for value in shape)
-    except (TypeError, ValueError) as error:
-        raise CodecError(f"token shape must be two integers (N, D), got {shape!r}") from error
-    if columns != dim or not 1 <= rows <= MAX_TOKENS:
-        raise CodecError(f"metaae/1 with these weights decodes [N, {dim}] tokens, 1 <= N <= {MAX_TOKENS}; got {shape!r}")
-    return rows
-
-
 def bits_estimate(weights: MetaAEWeights, symbols: np.ndarray) -> np.ndarray:
     """Ideal code length in bits of each level's symbols [N, L] under the integer tables (for reports)."""
     total = float(1 << 24)
@@ -522,4 +503,5 @@ def bits_estimate(weights: MetaAEWeights, symbols: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-__all__ = ["MetaAutoEncoderCodec", "MetaAEWeights", "load_weights", "default_weights_path", "mlp"]
+__all__ = ["MetaAutoEncoderCodec", "MetaAEWeights", "load_weights", "make_metaae", "weights_by_sha256",
+           "default_weights_path", "mlp"]

@@ -11,16 +11,19 @@ from typing import Any, Sequence, TYPE_CHECKING
 import numpy as np
 
 from prosemc.codec.entropy import FrequencyTable
+from prosemc.codec.metaae_weights import (
+    ACTIVITY_STATES,
+    NEIGHBOUR_STATES,
+    PEAK_CAP,
+    POOLED_ACTIVITY_EDGES,
+)
 from prosemc.errors import CodecError
 
 if TYPE_CHECKING:
     from prosemc.codec.metaae import MetaAutoEncoderCodec
 
 
-PEAK_CAP = 3  # per-channel peak side info: max |symbol| among a channel's not-yet-significant tokens, capped
-NEIGHBOUR_STATES = 3  # significant 4-neighbours on the token grid, same channel: 0, 1, 2+
-ACTIVITY_EDGES = np.array([0, 8, 32])  # significant values already in the token: 0, 1-8, 9-32, 33+
-ACTIVITY_STATES = len(ACTIVITY_EDGES) + 1
+ACTIVITY_EDGES = np.array(POOLED_ACTIVITY_EDGES)
 
 
 class RefinementState:

@@ -59,3 +59,11 @@ class LayerOrderError(PsemError):
 
 class LimitError(PsemError):
     """A count (layers, extension chunks) exceeds the decoder's limits."""
+
+
+class UnknownProfileError(PsemError):
+    """A compact file names a profile (by id) that the reader's profile store does not hold."""
+
+    def __init__(self, message: str, profile_id: bytes) -> None:
+        super().__init__(message)
+        self.profile_id = profile_id

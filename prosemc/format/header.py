@@ -58,11 +58,16 @@ class PsemHeader:
     def to_json_bytes(self, limits: Limits = DEFAULT_LIMITS) -> bytes:
         """Canonical UTF-8 JSON (sorted keys, no spaces); validated by the same rules a reader applies."""
         try:
-            body = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+            body = canonical_json(self.to_dict())
         except (TypeError, ValueError) as exc:
             raise InvalidHeaderError(f"header is not JSON-serialisable ({exc}); pass plain str/int/float/list/dict values") from None
         header_from_json(body, limits)  # a writer never produces what a reader would refuse
         return body
+
+
+def canonical_json(value: Any) -> bytes:
+    """JSON as every writer emits it: sorted keys, no spaces, ASCII only, no NaN or infinity (ValueError)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _fail(problem: str) -> InvalidHeaderError:

@@ -1,26 +1,25 @@
-"""Streaming `.psem` reader: header first, then verified layers one by one from a file, pipe or socket.
+"""Streaming `.psem` reader of both forms: header first, then verified layers one by one from a file, pipe or socket.
 
-    PsemReader(stream)  -> .header            (preamble, header JSON and its CRC checked on construction)
-    for chunk in reader -> Chunk(LAYR | ext)  (each CRC-checked before it is yielded; never partial)
+    PsemReader(stream[, profiles=store]) -> .header   (full: preamble, JSON and CRC; compact: profile id, patch, CRC)
+    for chunk in reader -> Chunk(LAYR | ext)         (each CRC-checked before it is yielded; never partial)
     reader.end          -> ReadEnd(complete | prefix | truncated at byte X)
 
-A length field is checked against the limits before anything is allocated, and payloads are read in bounded
-pieces, so memory follows what actually arrived, not what a header claims.
+The first four bytes say the form; a compact file needs its profile in `profiles` (UnknownProfileError names
+the id otherwise). A length field is checked against the limits before anything is allocated, and payloads are
+read in bounded pieces, so memory follows what actually arrived, not what a header claims.
 """
 
 from __future__ import annotations
 
 import io
-import re
 import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
+from prosemc.format.compact import read_compact_head
 from prosemc.format.errors import (
-    BadChunkError,
     BadMagicError,
     ChecksumError,
-    ChunkTooLargeError,
     EmptyInputError,
     HeaderTooLargeError,
     LayerOrderError,
@@ -28,23 +27,23 @@ from prosemc.format.errors import (
     ReservedBitsError,
     TruncatedError,
     UnknownChunkError,
+    UnknownProfileError,
     UnsupportedVersionError,
 )
+from prosemc.format.framing import read_compact_frame, read_full_frame, read_up_to
 from prosemc.format.header import PsemHeader, header_from_json
+from prosemc.format.profiles import Profile, ProfileStore
 from prosemc.format.spec import (
-    CHUNK_FRAME,
-    CHUNK_RESERVED_FLAGS,
+    COMPACT_MAGIC,
     CRC,
     DEFAULT_LIMITS,
+    FULL_MAJORS,
+    LAYER_INDEX,
     LAYER_TYPE,
     MAGIC,
-    MAJOR_VERSION,
     PREAMBLE,
     Limits,
 )
-
-_PIECE = 1 << 20  # read payloads in pieces of at most 1 MiB
-_CHUNK_TYPE = re.compile(rb"[A-Za-z]{4}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,7 @@ class Chunk:
     payload: bytes
     offset: int
     crc: int
+    frame: bytes  # the frame exactly as it stands in the file (12 bytes in the full form, 1-9 in the compact one)
 
     @property
     def is_layer(self) -> bool:
@@ -65,7 +65,7 @@ class Chunk:
     @property
     def size(self) -> int:
         """Bytes this chunk takes in the file (frame + payload + CRC)."""
-        return CHUNK_FRAME.size + len(self.payload) + CRC.size
+        return len(self.frame) + len(self.payload) + CRC.size
 
     @property
     def end(self) -> int:
@@ -73,8 +73,7 @@ class Chunk:
 
     def to_bytes(self) -> bytes:
         """The chunk exactly as it stands in the file."""
-        frame = CHUNK_FRAME.pack(self.type, self.seq, self.flags, len(self.payload))
-        return b"".join((frame, self.payload, CRC.pack(self.crc)))
+        return b"".join((self.frame, self.payload, CRC.pack(self.crc)))
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ class ReadEnd:
     """How the stream ended: all declared layers, a clean prefix of them, or a cut inside a chunk."""
 
     layers: int  # complete layers read
-    declared: int  # layers the header declares
+    declared: int | None  # layers the header declares (None: a compact file whose profile is unknown)
     bytes_read: int  # total bytes that arrived
     cut_at: int | None = None  # offset of the chunk that was cut, if the stream ended inside one
 
@@ -90,6 +89,8 @@ class ReadEnd:
     def status(self) -> str:
         if self.cut_at is not None:
             return "truncated"
+        if self.declared is None:
+            return "needs-profile"
         return "complete" if self.layers == self.declared else "prefix"
 
     def describe(self) -> str:
@@ -98,40 +99,44 @@ class ReadEnd:
                 f"{self.layers} complete layers, then truncated at byte {self.bytes_read} "
                 f"(inside the chunk starting at byte {self.cut_at})"
             )
+        if self.declared is None:
+            return f"{self.layers} layers; how many were declared is in the profile, which this reader does not know"
         if self.layers == self.declared:
             return f"complete: all {self.declared} layers"
         return f"prefix: {self.layers} of {self.declared} layers"
 
 
-def _read_up_to(stream: BinaryIO, size: int) -> bytes:
-    """Read until `size` bytes or EOF, in pieces of at most 1 MiB (a short result means EOF)."""
-    first = stream.read(min(size, _PIECE))
-    if not first or len(first) == size:
-        return first or b""
-    pieces = [first]
-    have = len(first)
-    while have < size:
-        piece = stream.read(min(size - have, _PIECE))
-        if not piece:
-            break
-        pieces.append(piece)
-        have += len(piece)
-    return b"".join(pieces)
-
-
 class PsemReader:
-    """Reads a `.psem` stream; iterate it for verified chunks, then look at `.end`."""
+    """Reads a `.psem` stream of either form; iterate it for verified chunks, then look at `.end`.
 
-    def __init__(self, stream: BinaryIO | bytes, limits: Limits = DEFAULT_LIMITS, *, strict: bool = False) -> None:
+    `profiles` resolves compact files; with `require_profile=False` a compact file whose profile is unknown still
+    reads (header None, profile_id set) so that its chunks can be verified and listed.
+    """
+
+    def __init__(self, stream: BinaryIO | bytes, limits: Limits = DEFAULT_LIMITS, *, strict: bool = False,
+                 profiles: ProfileStore | None = None, require_profile: bool = True) -> None:
         self._stream: BinaryIO = io.BytesIO(stream) if isinstance(stream, (bytes, bytearray, memoryview)) else stream
         self._limits = limits
         self._strict = strict
         self.end: ReadEnd | None = None
-        self.header_bytes = self._read_header()
+        self.form = "full"
+        self.profile: Profile | None = None  # the profile a compact file names, when known
+        self.profile_id: bytes | None = None  # the id a compact file names
+        self.header: PsemHeader | None
+        self.header_bytes = self._read_header(profiles, require_profile)
         self._position = len(self.header_bytes)
 
-    def _read_header(self) -> bytes:
-        preamble = _read_up_to(self._stream, PREAMBLE.size)
+    @property
+    def header_crc(self) -> int:
+        """The header CRC: every chunk CRC of the file is seeded with it."""
+        return self._header_crc
+
+    def _read_header(self, profiles: ProfileStore | None, require_profile: bool) -> bytes:
+        preamble = read_up_to(self._stream, len(COMPACT_MAGIC))
+        if preamble == COMPACT_MAGIC:
+            return self._read_compact_header(preamble, profiles, require_profile)
+        if len(preamble) == len(COMPACT_MAGIC):
+            preamble += read_up_to(self._stream, PREAMBLE.size - len(preamble))
         if not preamble:
             raise EmptyInputError("empty input: expected a .psem file; check that the sender wrote anything")
         seen = min(len(preamble), len(MAGIC))
@@ -146,10 +151,9 @@ class PsemReader:
                 "the transfer was cut, send the file again"
             )
         _, major, minor, flags, header_len = PREAMBLE.unpack(preamble)
-        if major != MAJOR_VERSION:
+        if major not in FULL_MAJORS:
             raise UnsupportedVersionError(
-                f"file is PSEM {major}.{minor}, this prosemc reads PSEM {MAJOR_VERSION}.x; "
-                "upgrade prosemc to read it"
+                f"file is PSEM {major}.{minor}, this prosemc reads PSEM 1.x and 2.x; upgrade prosemc to read it"
             )
         if flags:
             raise ReservedBitsError(
@@ -161,7 +165,7 @@ class PsemReader:
                 f"header length field says {header_len} bytes, over the {self._limits.header_bytes}-byte cap; "
                 "the file is corrupt or hostile"
             )
-        rest = _read_up_to(self._stream, header_len + CRC.size)
+        rest = read_up_to(self._stream, header_len + CRC.size)
         if len(rest) < header_len + CRC.size:
             raise TruncatedError(
                 f"input ends inside the header after {PREAMBLE.size + len(rest)} of "
@@ -171,66 +175,87 @@ class PsemReader:
         self._header_crc = zlib.crc32(body, zlib.crc32(preamble))
         if stored != self._header_crc:
             raise ChecksumError("header checksum mismatch: the file is corrupt; send or encode it again")
-        self.header: PsemHeader = header_from_json(body, self._limits)
+        self.header = header_from_json(body, self._limits)
         self.version = (major, minor)
         return preamble + rest
 
+    def _read_compact_header(self, magic: bytes, profiles: ProfileStore | None, require_profile: bool) -> bytes:
+        head = read_compact_head(magic, self._stream, self._limits)
+        self.form, self.version, self.profile_id, self._header_crc = "compact", head.version, head.profile_id, head.crc
+        self.profile = profiles.get(head.profile_id) if profiles is not None else None
+        if self.profile is None and require_profile:
+            raise UnknownProfileError(
+                f"this compact .psem names profile {head.profile_id.hex()}, which this reader does not know; get the "
+                "full file from a machine that knows the profile, or add the profile to this reader's profile store",
+                head.profile_id,
+            )
+        self.header = head.header(self.profile, self._limits) if self.profile is not None else None
+        return head.raw
+
+    @property
+    def _declared(self) -> int | None:
+        return self.header.layers if self.header is not None else None
+
     def _cut(self, layers: int, chunk_start: int, arrived: int) -> None:
-        self.end = ReadEnd(layers, self.header.layers, chunk_start + arrived, cut_at=chunk_start)
+        self.end = ReadEnd(layers, self._declared, chunk_start + arrived, cut_at=chunk_start)
         if self._strict:
             raise TruncatedError(f"input truncated: {self.end.describe()}; send the rest of the file")
 
+    def _misplaced_layer(self, stored: int, crc_before_index: int) -> int | None:
+        """The index a compact layer's CRC matches instead of the expected one, if any (it was moved or repeated)."""
+        for index in range(self._limits.layers):
+            if zlib.crc32(LAYER_INDEX.pack(index), crc_before_index) == stored:
+                return index
+        return None
+
     def __iter__(self) -> Iterator[Chunk]:
         layers = extensions = 0
+        compact = self.form == "compact"
+        declared = self._declared if self._declared is not None else self._limits.layers
         while True:
             start = self._position
-            frame = _read_up_to(self._stream, CHUNK_FRAME.size)
-            if not frame:
-                self.end = ReadEnd(layers, self.header.layers, start)
-                return
-            if len(frame) < CHUNK_FRAME.size:
-                return self._cut(layers, start, len(frame))
-            chunk_type, seq, flags, length = CHUNK_FRAME.unpack(frame)
             where = f"chunk at byte {start}"
-            if not _CHUNK_TYPE.fullmatch(chunk_type):
-                raise BadChunkError(f"{where} has type {chunk_type!r}, not four ASCII letters; the file is corrupt, resend it")
-            if length > self._limits.chunk_bytes:
-                raise ChunkTooLargeError(
-                    f"{where} claims {length} bytes, over the {self._limits.chunk_bytes}-byte cap; "
-                    "the file is corrupt or hostile"
-                )
-            if flags & CHUNK_RESERVED_FLAGS:
-                raise ReservedBitsError(
-                    f"{where} sets reserved flag bits 0x{flags & CHUNK_RESERVED_FLAGS:02x}; "
-                    "the file needs a newer reader or is corrupt"
-                )
-            rest = _read_up_to(self._stream, length + CRC.size)
-            if len(rest) < length + CRC.size:
-                return self._cut(layers, start, len(frame) + len(rest))
-            payload, (stored,) = rest[:length], CRC.unpack(rest[length:])
-            if stored != zlib.crc32(payload, zlib.crc32(frame, self._header_crc)):
-                label = f"layer {layers + 1}" if chunk_type == LAYER_TYPE else f"extension chunk {chunk_type!r}"
+            frame = (read_compact_frame if compact else read_full_frame)(self._stream, where, self._limits)
+            if isinstance(frame, bytes):  # the stream ended before a whole frame
+                if not frame:
+                    self.end = ReadEnd(layers, self._declared, start)
+                    return
+                return self._cut(layers, start, len(frame))
+            rest = read_up_to(self._stream, frame.length + CRC.size)
+            if len(rest) < frame.length + CRC.size:
+                return self._cut(layers, start, len(frame.raw) + len(rest))
+            payload, (stored,) = rest[: frame.length], CRC.unpack(rest[frame.length :])
+            is_layer = frame.type == LAYER_TYPE
+            seq = frame.seq if frame.seq is not None else (layers if is_layer else 0)
+            crc = zlib.crc32(payload, zlib.crc32(frame.raw, self._header_crc))
+            expected = zlib.crc32(LAYER_INDEX.pack(seq), crc) if compact else crc
+            if stored != expected and compact and is_layer:
+                moved_from = self._misplaced_layer(stored, crc)  # the CRC fits another position: moved or repeated
+                if moved_from is not None:
+                    seq, expected = moved_from, stored
+            if stored != expected:
+                label = f"layer {layers + 1}" if is_layer else f"extension chunk {frame.type!r}"
                 raise ChecksumError(
-                    f"{label} ({where}, {len(frame) + len(rest)} bytes) fails its checksum: the data was "
+                    f"{label} ({where}, {len(frame.raw) + len(rest)} bytes) fails its checksum: the data was "
                     f"corrupted after {layers} good layers; resend, or keep the first {layers} with `prosemc truncate`"
                 )
-            self._position = start + len(frame) + len(rest)
-            if chunk_type == LAYER_TYPE:
-                if seq != layers or layers >= self.header.layers:
+            self._position = start + len(frame.raw) + len(rest)
+            if is_layer:
+                if seq != layers or layers >= declared:
                     raise LayerOrderError(
-                        f"{where} is layer index {seq}, expected {layers} of {self.header.layers} declared: "
+                        f"{where} is layer index {seq}, expected {layers} of {declared} declared: "
                         "layers are duplicated, reordered or extra; re-encode the file"
                     )
                 layers += 1
-            elif chunk_type[:1].isupper():
+            elif frame.type[:1].isupper():
                 raise UnknownChunkError(
-                    f"{where} has critical type {chunk_type.decode()}, unknown to this reader; upgrade prosemc"
+                    f"{where} has critical type {frame.type.decode()}, unknown to this reader; upgrade prosemc"
                 )
             else:
                 extensions += 1
                 if extensions > self._limits.extension_chunks:
                     raise LimitError(f"more than {self._limits.extension_chunks} extension chunks; the file is hostile")
-            yield Chunk(chunk_type, seq, flags, payload, start, stored)
+            yield Chunk(frame.type, seq, frame.flags, payload, start, stored, frame.raw)
 
     def layers(self) -> Iterator[bytes]:
         """Verified layer payloads in order (extension chunks are skipped)."""
@@ -249,17 +274,19 @@ class PsemFile:
     extensions: list[Chunk] = field(default_factory=list)
 
 
-def read(stream: BinaryIO | bytes, limits: Limits = DEFAULT_LIMITS, *, strict: bool = False) -> PsemFile:
-    """Read a whole stream; a cut inside a chunk keeps the complete layers (or raises when strict)."""
-    reader = PsemReader(stream, limits, strict=strict)
+def read(stream: BinaryIO | bytes, limits: Limits = DEFAULT_LIMITS, *, strict: bool = False,
+         profiles: ProfileStore | None = None) -> PsemFile:
+    """Read a whole stream of either form; a cut inside a chunk keeps the complete layers (or raises when strict)."""
+    reader = PsemReader(stream, limits, strict=strict, profiles=profiles)
     layers: list[bytes] = []
     extensions: list[Chunk] = []
     for chunk in reader:
         (layers.append(chunk.payload) if chunk.is_layer else extensions.append(chunk))
-    assert reader.end is not None
+    assert reader.end is not None and reader.header is not None
     return PsemFile(reader.header, layers, reader.end, extensions)
 
 
-def loads(data: bytes, limits: Limits = DEFAULT_LIMITS, *, strict: bool = False) -> PsemFile:
-    """Read a `.psem` from bytes."""
-    return read(bytes(data), limits, strict=strict)
+def loads(data: bytes, limits: Limits = DEFAULT_LIMITS, *, strict: bool = False,
+          profiles: ProfileStore | None = None) -> PsemFile:
+    """Read a `.psem` of either form from bytes."""
+    return read(bytes(data), limits, strict=strict, profiles=profiles)

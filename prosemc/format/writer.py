@@ -1,6 +1,8 @@
-"""Streaming `.psem` writer: the header first, then each layer as it is produced, flushed; never seeks.
+"""Streaming `.psem` writer of either form: the header first, then each layer as it is produced, flushed; never seeks.
 
-    PsemWriter(stream, header) -> add_layer(payload) ... -> the stream holds a valid file after every call
+    PsemWriter(stream, header)                   -> full form: the header spelled out (self-describing, the default)
+    PsemWriter(stream, header, profile=profile)  -> compact form: the profile's id and a patch, short chunk frames
+    add_layer(payload) ...                       -> the stream holds a valid file after every call
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import re
 import zlib
 from typing import BinaryIO, Iterable
 
+from prosemc.format.compact import encode_compact_chunk, encode_compact_header
 from prosemc.format.errors import BadChunkError, ChunkTooLargeError, InvalidHeaderError, LayerOrderError, LimitError
 from prosemc.format.header import PsemHeader
 from prosemc.format.spec import (
     CHUNK_FRAME,
+    COMPACT_HEAD,
     CRC,
     DEFAULT_LIMITS,
     LAYER_TYPE,
@@ -46,16 +50,34 @@ def encode_chunk(chunk_type: bytes, seq: int, payload: bytes, header_crc: int, f
     return b"".join((frame, payload, CRC.pack(crc)))
 
 
-class PsemWriter:
-    """Writes a `.psem` stream front to back; after each call the bytes written so far are a valid file."""
+def encode_any_chunk(chunk_type: bytes, seq: int, payload: bytes, header_crc: int, *, compact: bool) -> bytes:
+    """One chunk framed for the full or the compact form."""
+    if compact:
+        return encode_compact_chunk(chunk_type, seq, payload, header_crc)
+    return encode_chunk(chunk_type, seq, payload, header_crc)
 
-    def __init__(self, stream: BinaryIO, header: PsemHeader, limits: Limits = DEFAULT_LIMITS) -> None:
+
+class PsemWriter:
+    """Writes a `.psem` stream front to back; after each call the bytes written so far are a valid file.
+
+    With `profile` (a header the reader already holds) it writes the compact form, which names the profile by id
+    and patches it into `header`.
+    """
+
+    def __init__(self, stream: BinaryIO, header: PsemHeader, limits: Limits = DEFAULT_LIMITS, *,
+                 profile: PsemHeader | None = None) -> None:
         self._stream = stream
         self._limits = limits
         self.header = header
+        self.compact = profile is not None
         self.layers_written = 0
         self._extensions_written = 0
-        head, self._header_crc = encode_header(header, limits)
+        if profile is None:
+            head, self._header_crc = encode_header(header, limits)
+        else:
+            head, self._header_crc = encode_compact_header(header, profile, limits)
+        self.profile_id = COMPACT_HEAD.unpack_from(head)[3] if profile is not None else None  # 8 bytes, or None
+        self.header_size = len(head)
         self.bytes_written = 0
         self.layer_ends: list[int] = []  # cumulative file size after each layer
         self._emit(head)
@@ -80,7 +102,7 @@ class PsemWriter:
                 "declare more layers in the header"
             )
         self._check_size(payload)
-        chunk = encode_chunk(LAYER_TYPE, self.layers_written, bytes(payload), self._header_crc)
+        chunk = encode_any_chunk(LAYER_TYPE, self.layers_written, bytes(payload), self._header_crc, compact=self.compact)
         self._emit(chunk)
         self.layers_written += 1
         self.layer_ends.append(self.bytes_written)
@@ -95,22 +117,24 @@ class PsemWriter:
         if self._extensions_written >= self._limits.extension_chunks:
             raise LimitError(f"more than {self._limits.extension_chunks} extension chunks; merge them")
         self._check_size(payload)
-        chunk = encode_chunk(chunk_type, 0, bytes(payload), self._header_crc)
+        chunk = encode_any_chunk(chunk_type, 0, bytes(payload), self._header_crc, compact=self.compact)
         self._emit(chunk)
         self._extensions_written += 1
         return len(chunk)
 
 
-def write(stream: BinaryIO, header: PsemHeader, layers: Iterable[bytes], limits: Limits = DEFAULT_LIMITS) -> int:
-    """Write a whole file to `stream`; returns the bytes written."""
-    writer = PsemWriter(stream, header, limits)
+def write(stream: BinaryIO, header: PsemHeader, layers: Iterable[bytes], limits: Limits = DEFAULT_LIMITS, *,
+          profile: PsemHeader | None = None) -> int:
+    """Write a whole file to `stream` (compact when `profile` is given); returns the bytes written."""
+    writer = PsemWriter(stream, header, limits, profile=profile)
     for payload in layers:
         writer.add_layer(payload)
     return writer.bytes_written
 
 
-def dumps(header: PsemHeader, layers: Iterable[bytes], limits: Limits = DEFAULT_LIMITS) -> bytes:
-    """A whole `.psem` file as bytes."""
+def dumps(header: PsemHeader, layers: Iterable[bytes], limits: Limits = DEFAULT_LIMITS, *,
+          profile: PsemHeader | None = None) -> bytes:
+    """A whole `.psem` file as bytes (compact when `profile` is given)."""
     buffer = io.BytesIO()
-    write(buffer, header, layers, limits)
+    write(buffer, header, layers, limits, profile=profile)
     return buffer.getvalue()

@@ -194,6 +194,7 @@ class LiteModel:
     """The built-in split model `lite`: EfficientNet-Lite0 tokens [49, 1280] -> ImageNet labels -> SmolLM2 answer."""
 
     model_id = "lite"
+    token_shape = (GRID * GRID, TOKEN_DIM)
 
     def __init__(self, cache_dir: Path | None = None, top_k: int = 5, max_new_tokens: int = 40) -> None:
         self.cache_dir = cache_dir  # None: the default prosemc cache (see prosemc.models.llm.cache_root)
@@ -206,14 +207,23 @@ class LiteModel:
 
     # edge half -------------------------------------------------------------------------------------------------
     def encode_image(self, image: Any) -> EdgeTokens:
-        """Run EfficientNet-Lite0 on an RGB image: tokens [49, 1280] float32, row-major over the 7x7 grid."""
+        """Run the edge half on an RGB image: tokens [N, D] float32 (lite: [49, 1280], row-major over the 7x7 grid)."""
         import torch
 
-        batch = torch.from_numpy(preprocess(image)).unsqueeze(0)
-        with torch.inference_mode():
-            features = self.encoder.extract_features(batch)  # [1, 1280, 7, 7]
-        tokens = features[0].permute(1, 2, 0).reshape(-1, TOKEN_DIM).numpy().astype(np.float32)
+        tokens = self.edge_batch(torch.from_numpy(preprocess(image)).unsqueeze(0))[0]
         return EdgeTokens(tokens=tokens)  # the cloud half needs nothing else: no side info, no header bytes
+
+    def edge_batch(self, pixels: Any) -> np.ndarray:
+        """Preprocessed pixels [B, 3, 224, 224] (torch) -> tokens [B, 49, 1280] float32 (numpy)."""
+        import torch
+
+        with torch.inference_mode():
+            features = self.encoder.extract_features(pixels)  # [B, 1280, 7, 7]
+        return features.permute(0, 2, 3, 1).reshape(features.shape[0], -1, TOKEN_DIM).numpy().astype(np.float32)
+
+    def cloud_logits(self, tokens: Any) -> Any:
+        """Tokens [B, N, 1280] (torch, differentiable) -> ImageNet logits [B, 1000]: mean over tokens, then fc."""
+        return self.encoder._fc(tokens.mean(dim=1))
 
     @property
     def encoder(self) -> Any:

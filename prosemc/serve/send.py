@@ -41,6 +41,7 @@ class SendOptions:
     model: str = "lite"
     bundle: str | None = None
     codec_name: str | None = None
+    compact: bool = False
     deadline_s: float | None = None
     bandwidth: str = "auto"
     confidence: float | None = None
@@ -81,33 +82,45 @@ class EdgeStream:
         return self.estimates
 
 
-def encode_edge(image: Any, model_name: str, bundle: str | None, codec_name: str | None) -> EdgeStream:
+def encode_edge(image: Any, model_name: str, bundle: str | None, codec_name: str | None,
+                compact: bool = False) -> EdgeStream:
     """Run the edge half (the torch model, or the torch-free bundle with its own codec) and frame the pieces."""
     start = time.perf_counter()
     if bundle is not None:
         edge_bundle = load_bundle(bundle)
         if codec_name is not None:
             raise InputError("an edge bundle fixes its codec, so no other codec can be chosen; export another bundle")
-        return frame_tokens(edge_bundle.vision.encode_image(image), edge_bundle.model_id, edge_bundle.codec, start)
-    from prosemc.codec import make_codec
+        return frame_tokens(edge_bundle.vision.encode_image(image), edge_bundle.model_id, edge_bundle.codec,
+                            compact, start)
     from prosemc.models import load_model
-    from prosemc.pipeline import default_codec
+    from prosemc.pipeline import codec_for, default_codec
 
     model = load_model(model_name)
     tokens = model.encode_image(image)
-    return frame_tokens(tokens, model.model_id, make_codec(codec_name or default_codec(model.model_id)), start)
+    codec = codec_for(codec_name or default_codec(model.model_id), model.model_id, None)
+    return frame_tokens(tokens, model.model_id, codec, compact, start)
 
 
-def frame_tokens(tokens: Any, model_id: str, codec: Any, start: float | None = None) -> EdgeStream:
-    """EdgeTokens of `model_id` -> the codec's layers framed as `.psem` pieces (header, one chunk per layer)."""
-    from prosemc.format.spec import LAYER_TYPE
-    from prosemc.format.writer import encode_chunk, encode_header
+def frame_tokens(tokens: Any, model_id: str, codec: Any, compact: bool = False,
+                 start: float | None = None) -> EdgeStream:
+    """EdgeTokens of `model_id` -> the codec's layers as `.psem` pieces (header, one chunk per layer), written by
+    the format's own writer in the full or the compact form."""
+    import io
+
+    from prosemc.format import PsemWriter
     from prosemc.pipeline import build_psem
+    from prosemc.profiles import profile_of
 
     start = time.perf_counter() if start is None else start
     header, payloads = build_psem(tokens, model_id, codec)
-    head, crc = encode_header(header)
-    chunks = [encode_chunk(LAYER_TYPE, index, payload, crc) for index, payload in enumerate(payloads)]
+    buffer = io.BytesIO()
+    writer = PsemWriter(buffer, header, profile=profile_of(header) if compact else None)
+    head = buffer.getvalue()
+    chunks = []
+    for payload in payloads:
+        before = buffer.tell()
+        writer.add_layer(payload)
+        chunks.append(buffer.getvalue()[before:])
     return EdgeStream(model_id, codec, header, head, chunks, payloads, time.perf_counter() - start)
 
 
@@ -190,7 +203,7 @@ def send(image: Any, options: SendOptions, log: Log, edge: EdgeStream | None = N
             future = pool.submit(describe_server, options.url, options.token, options.connect_timeout_s)
             try:
                 if edge is None:
-                    edge = encode_edge(image, options.model, options.bundle, options.codec_name)
+                    edge = encode_edge(image, options.model, options.bundle, options.codec_name, options.compact)
                 connection, info = future.result()
                 try:
                     return _query(connection, info, edge, options, bandwidth, cache, start, attempt, log)

@@ -77,7 +77,9 @@ class FeedStream:
 def _parse(stream: FeedStream, post: Callable[[tuple], None]) -> None:
     """Thread body: read the stream with PsemReader and post ("header"|"layer"|"end"|"error", ...) items."""
     try:
-        reader = PsemReader(stream)  # type: ignore[arg-type]
+        from prosemc.profiles import default_store
+
+        reader = PsemReader(stream, profiles=default_store())  # type: ignore[arg-type]  # full or compact form
         post(("header", reader.header, len(reader.header_bytes)))
         for chunk in reader:
             if chunk.is_layer:

