@@ -45,8 +45,8 @@ def test_send_over_the_namespace_link(chelsea, cli_env):
             # the TCP handshake crosses the link: one 200 ms round trip, not loopback's microseconds
             assert 190 <= sent["rtt_ms"] <= 600 and time.monotonic() - start > 0.4
             assert report["layers_used"] == 6 == sent["layers_sent"] and report["stopped_by"] == "end"
-            if sent["measured_bandwidth_bps"]:  # layers spaced by the 1 Mbps bottleneck at the server
-                assert 0.25e6 <= sent["measured_bandwidth_bps"] <= 1.3e6  # jitter only slows it
+            if sent["measured_bandwidth_bps"]:  # layer arrivals at the server, ~40 ms apart: the order of 1 Mbps
+                assert 0.25e6 <= sent["measured_bandwidth_bps"] <= 2.5e6  # tbf burst and timing jitter blur it
         finally:
             server.stop()
     assert namespaces() == before  # every namespace the link added is gone

@@ -100,13 +100,12 @@ class CloudModel:
                     for mode, times in self._times.items()}
 
     def describe(self) -> dict[str, Any]:
+        from prosemc.codec import CODECS, codec_record
         from prosemc.pipeline import default_codec
 
-        from prosemc.codec import CODEC_NAMES
-
         return {
-            "model": self.model_id, "llm": self.llm, "default_codec": CODEC_NAMES[default_codec(self.model_id)][0],
-            "codecs": sorted(codec_id for codec_id, _ in CODEC_NAMES.values()),
+            "model": self.model_id, "llm": self.llm, "default_codec": codec_record(default_codec(self.model_id)).codec_id,
+            "codecs": sorted(record.codec_id for record in CODECS),
             "weights_sha256": self.weights_sha256, "answer_ms": self.answer_ms(),
         }
 
