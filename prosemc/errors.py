@@ -18,3 +18,7 @@ class ModelError(ProsemcError):
 
 class CodecError(ProsemcError):
     """Tokens or layers do not fit the codec they were given to."""
+
+
+class OutputError(ProsemcError):
+    """An output cannot be written: it is the input, its folder is missing, the disk is full, stdout is closed, ..."""

@@ -1,7 +1,8 @@
 """The main job as library calls: image -> `.psem` on the edge; `.psem` prefix -> tokens -> answer on the cloud.
 
     encode_image:  image --model.encode_image--> tokens [N, D] --codec.encode--> layers --PsemWriter--> stream
-    read_tokens:   stream --PsemReader--> first k layers --codec.decode--> tokens' [N, D]
+    read_tokens:   stream (idle timeout) --PsemReader--> header --codec bounds--> first k layers --codec.decode-->
+                   tokens' [N, D]
     answer:        tokens' --model.answer--> Answer
 
 Files are written in the full form unless `compact=True` (which names the header's profile instead), and read in
@@ -12,15 +13,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
 from prosemc.codec import Codec, codec_from_header, make_codec
-from prosemc.errors import InputError, ModelError
+from prosemc.errors import CodecError, InputError, ModelError
 from prosemc.format import (
     PrefixBudget,
     ProfileStore,
+    PsemError,
     PsemHeader,
     PsemReader,
     PsemWriter,
@@ -29,6 +31,8 @@ from prosemc.format import (
     header_size,
     layers_within,
 )
+from prosemc.format.idle import IdleTimeoutStream, with_idle_timeout
+from prosemc.format.spec import LAYER_TYPE
 from prosemc.models import BUILTIN_MODELS, Answer, EdgeTokens, VisionLanguageModel, load_model
 from prosemc.profiles import default_store, profile_of
 
@@ -132,34 +136,75 @@ class DecodedTokens:
     layers_used: int
     bytes_used: int
     end: ReadEnd
+    stalled_after_s: float | None = None  # the idle timeout that ended the stream, if the sender stalled
 
 
 def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None,
-                profiles: ProfileStore | None = None, codec_weights: str | None = None) -> DecodedTokens:
+                profiles: ProfileStore | None = None, codec_weights: str | None = None,
+                idle_timeout: float | None = None,
+                on_header: Callable[[PsemHeader], None] | None = None) -> DecodedTokens:
     """Read a `.psem` stream of either form (file, pipe, socket); decode its longest layer prefix within both limits.
 
+    Before any layer is read, the header's layer count must match the codec's, and each layer is refused as it
+    arrives if it is larger than the codec can produce; layers past the limits are verified, never kept.
     profiles: what resolves a compact file (default: this install's profiles, `default_store()`).
     codec_weights: the learned codec's weights file when the header names weights prosemc does not ship.
+    idle_timeout: seconds without a byte (after the first) after which the stream counts as ended by a stalled
+    sender; the complete layers so far are decoded (a stream that is an IdleTimeoutStream already, e.g. over a
+    server's queue of body pieces, keeps its own limits). on_header(header) runs once the header is valid, e.g. to load
+    the answering model while the layers are still arriving.
     """
-    reader = PsemReader(stream, profiles=profiles if profiles is not None else default_store())
+    source = with_idle_timeout(stream, idle_timeout)
+    try:
+        reader = PsemReader(source, profiles=profiles if profiles is not None else default_store())
+    except PsemError as error:
+        if isinstance(source, IdleTimeoutStream) and source.stalled:
+            raise InputError(f"the sender stalled: no byte for {source.stalled_after:g} s after {source.bytes_read} "
+                             "bytes, before the .psem header was complete; check the sender, or wait longer") from error
+        raise
     header = reader.header
     assert header is not None
     codec = codec_from_header(header.codec, header.entropy, weights=codec_weights)
+    if len(header.token_shape) != 2:
+        raise InputError(f"tokens in this .psem are {len(header.token_shape)}-D; prosemc decodes [N, D] tokens only")
+    n, d = header.token_shape
+    bounds = codec.max_layer_bytes(header.codec_params, (n, d))
+    if len(bounds) != header.layers:
+        raise CodecError(f"the header declares {header.layers} layers, but its {header.codec_id} parameters describe "
+                         f"{len(bounds)}; the file is corrupt or hostile, re-encode it")
+    reader.max_layer_bytes = bounds
+    if on_header is not None:
+        on_header(header)
+
+    first_layer_end = 0
+
+    def wanted(kind: bytes, seq: int, end: int) -> bool:
+        nonlocal first_layer_end
+        if kind != LAYER_TYPE:
+            return False
+        first_layer_end = first_layer_end or end
+        return (max_layers is None or seq < max_layers) and (max_bytes is None or end <= max_bytes)
+
     layers: list[bytes] = []
-    budget = PrefixBudget(len(reader.header_bytes), max_layers, max_bytes)
-    first_layer, since_last = 0, 0  # file bytes of layer 1; bytes of chunks since the last layer kept
-    for chunk in reader:  # read to the end even past the budget: every CRC is verified and the end reported
-        since_last += chunk.size
-        if chunk.is_layer:
-            first_layer = first_layer or since_last
-            if budget.admit(since_last):
-                layers.append(chunk.payload)
-            since_last = 0
+    bytes_used = len(reader.header_bytes)
+    for chunk in reader.chunks(wanted):  # read to the end even past the limits: every CRC is verified
+        layers.append(chunk.payload)
+        bytes_used = chunk.end
     end = reader.end
     assert end is not None
-    if not layers and end.layers:
-        raise budget.too_small(first_layer)
-    return decode_prefix(header, codec, layers, budget.bytes, end)
+    stalled = source.stalled_after if isinstance(source, IdleTimeoutStream) else None
+    if not layers:
+        if end.layers:
+            budget = PrefixBudget(len(reader.header_bytes), max_layers, max_bytes)
+            raise budget.too_small(first_layer_end - len(reader.header_bytes))
+        why = f"the sender stalled for {stalled:g} s; " if stalled is not None else ""
+        raise InputError(f"the .psem holds no complete layer ({why}{end.describe()}); send at least layer 1")
+    tokens = codec.decode(header.codec_params, layers, (n, d))
+    if not np.isfinite(tokens).all():
+        raise CodecError(f"{header.codec_id} decoded non-finite tokens (inf or NaN); the file is corrupt or hostile")
+    info = header.metadata.get("info", {})
+    return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used,
+                         end, stalled)
 
 
 def decode_prefix(header: PsemHeader, codec: Codec, layers: list[bytes], bytes_used: int, end: ReadEnd) -> DecodedTokens:
@@ -170,8 +215,11 @@ def decode_prefix(header: PsemHeader, codec: Codec, layers: list[bytes], bytes_u
         raise InputError(f"tokens in this .psem are {len(header.token_shape)}-D; prosemc decodes [N, D] tokens only")
     n, d = header.token_shape
     tokens = codec.decode(header.codec_params, layers, (n, d))
+    if not np.isfinite(tokens).all():
+        raise CodecError(f"{header.codec_id} decoded non-finite tokens (inf or NaN); the file is corrupt or hostile")
     info = header.metadata.get("info", {})
-    return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used, end)
+    return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used,
+                         end, None)
 
 
 def answer_report(decoded: DecodedTokens, answer: Answer, timings_ms: dict[str, float]) -> dict[str, Any]:
@@ -181,7 +229,8 @@ def answer_report(decoded: DecodedTokens, answer: Answer, timings_ms: dict[str, 
         "answer": answer.text, "model": decoded.header.encoder, "codec": decoded.header.codec_id,
         "labels": [{"label": name, "probability": round(float(p), 4)} for name, p in labels] if labels else None,
         "layers_used": decoded.layers_used, "layers_declared": decoded.header.layers, "bytes_used": decoded.bytes_used,
-        "status": decoded.end.status, "timings_ms": {k: round(v, 2) for k, v in timings_ms.items()},
+        "status": decoded.end.status, "stalled": decoded.stalled_after_s is not None,
+        "timings_ms": {k: round(v, 2) for k, v in timings_ms.items()},
     }
 
 

@@ -7,6 +7,7 @@ conversion, the atomic cache and the reload are all exercised and the user's own
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,8 @@ from prosemc.models.lite import (  # noqa: E402
     tidy_answer,
     unanswerable,
 )
-from prosemc.models.llm import MARKER, SmolLM2, cache_root, converted_dir  # noqa: E402
+from prosemc.models.cache_builds import MARKER, DamagedCacheError, stamp, verify  # noqa: E402
+from prosemc.models.llm import SmolLM2, cache_root, converted_dir  # noqa: E402
 
 CAT_LABELS = {"tabby cat", "tiger cat", "Egyptian Mau"}
 COFFEE_LABELS = {"espresso", "cup", "coffee mug"}
@@ -219,16 +221,22 @@ def test_cache_root_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     assert cache_root() == tmp_path / ".cache" / "prosemc"
 
 
-def test_corrupt_cache_is_refused_with_the_fix(tmp_path: Path):
-    folder = converted_dir(tmp_path)
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text("{not json")
-    with pytest.raises(ModelError, match=r"is incomplete or corrupt; delete that folder and rerun"):
-        SmolLM2.load(tmp_path, progress=False)
-    (folder / MARKER).write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"\x00" * 16)
-    with pytest.raises(ModelError, match=r"cannot be loaded \(.*\); delete that folder and rerun"):
-        SmolLM2.load(tmp_path, progress=False)
+def test_damaged_cache_is_detected_by_its_checksums(answerer: LiteModel, llm_cache: Path, tmp_path: Path):
+    """NaN written over weights keeps a valid safetensors header: only the checksum of the build catches it."""
+    answerer.llm  # noqa: B018 - the session's conversion
+    source = converted_dir(llm_cache)
+    verify(source)  # the session's build matches its checksums
+    copy = tmp_path / source.name
+    shutil.copytree(source, copy)
+    weights = copy / "model.safetensors"
+    with open(weights, "r+b") as stream:
+        header = int.from_bytes(stream.read(8), "little")
+        stream.seek(8 + header + 4096)
+        stream.write(np.full(256, np.nan, dtype=np.float32).tobytes())
+    with pytest.raises(DamagedCacheError, match=r"model.safetensors does not match its checksum"):
+        SmolLM2._load_verified(copy)
+    (copy / MARKER).unlink()
+    assert stamp(copy) is None and stamp(source) is not None  # no marker: not a build, converted again on load
 
 
 def test_replies_that_name_no_label_are_not_grounded():

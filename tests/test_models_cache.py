@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from prosemc.models.llm import converted_dir
+
+LLM = converted_dir(Path("cache")).name  # the converted SmolLM2's folder name (wheel version, cache format)
+
 
 def prosemc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "prosemc", *args], capture_output=True, text=True, env=env, timeout=120)
@@ -18,10 +22,10 @@ def prosemc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 def cache(tmp_path: Path, cli_env: dict[str, str]) -> tuple[Path, dict[str, str]]:
     """A prosemc cache with one entry of every kind, and an HF cache with one LLaVA and one other model."""
     root = tmp_path / "cache"
-    (root / "smollm2-135m-instruct-q4_1-0.1.2-v1").mkdir(parents=True)
-    (root / "smollm2-135m-instruct-q4_1-0.1.2-v1" / "model.safetensors").write_bytes(b"w" * 1000)
-    (root / ".smollm2-135m-instruct-q4_1-0.1.2-v1.tmp-abc").mkdir()
-    (root / ".smollm2-135m-instruct-q4_1-0.1.2-v1.tmp-abc" / "part").write_bytes(b"p" * 10)
+    (root / LLM).mkdir(parents=True)
+    (root / LLM / "model.safetensors").write_bytes(b"w" * 1000)
+    (root / f".{LLM}.tmp-abc").mkdir()
+    (root / f".{LLM}.tmp-abc" / "part").write_bytes(b"p" * 10)
     (root / "metaae-tokens" / "sub").mkdir(parents=True)
     (root / "metaae-tokens" / "a.npy").write_bytes(b"t" * 300)
     (root / "metaae-tokens" / "sub" / "b.npy").write_bytes(b"t" * 200)
@@ -43,9 +47,9 @@ def test_cache_lists_every_entry_with_kind_and_bytes(cache):
     assert listed.returncode == 0, listed.stderr
     data = json.loads(listed.stdout)
     kinds = {e["name"]: (e["kind"], e["bytes"]) for e in data["entries"]}
-    assert kinds == {".smollm2-135m-instruct-q4_1-0.1.2-v1.tmp-abc": ("partial", 10), "checkpoint-hashes.json": ("hashes", 2),
+    assert kinds == {f".{LLM}.tmp-abc": ("partial", 10), "checkpoint-hashes.json": ("hashes", 2),
                      "metaae-tokens": ("tokens", 500), "notes.txt": ("other", 4),
-                     "smollm2-135m-instruct-q4_1-0.1.2-v1": ("llm", 1000)}
+                     LLM: ("llm", 1000)}
     assert data["bytes"] == 1516 and data["path"] == str(root)
     text = prosemc(env, "cache")
     assert text.returncode == 0 and text.stdout.splitlines()[0] == f"{root}: 1.5 KB in 5 entries"
@@ -57,9 +61,9 @@ def test_cache_remove_by_kind_or_name_and_all_leaves_foreign_files(cache):
     removed = prosemc(env, "cache", "remove", "tokens", "--json")
     assert removed.returncode == 0, removed.stderr
     assert json.loads(removed.stdout)["bytes"] == 500 and not (root / "metaae-tokens").exists()
-    by_name = prosemc(env, "cache", "remove", "smollm2-135m-instruct-q4_1-0.1.2-v1")
+    by_name = prosemc(env, "cache", "remove", LLM)
     assert by_name.returncode == 0 and "prosemc: freed 1.0 KB" in by_name.stderr
-    assert sorted(p.name for p in root.iterdir()) == [".smollm2-135m-instruct-q4_1-0.1.2-v1.tmp-abc",
+    assert sorted(p.name for p in root.iterdir()) == [f".{LLM}.tmp-abc",
                                                       "checkpoint-hashes.json", "notes.txt"]
     everything = prosemc(env, "cache", "remove", "--all", "--json")
     assert everything.returncode == 0 and json.loads(everything.stdout)["bytes"] == 12
@@ -80,7 +84,7 @@ def test_models_lists_lite_codecs_families_and_what_is_present(cache):
     lite = data["models"][0]
     assert lite["name"] == "lite" and lite["parts"]["encoder_weights"]["present"] is True
     assert lite["parts"]["answerer_gguf"]["present"] is True
-    assert lite["parts"]["answerer_cache"] == {"path": str(root / "smollm2-135m-instruct-q4_1-0.1.2-v1"),
+    assert lite["parts"]["answerer_cache"] == {"path": str(root / LLM),
                                                "present": True, "bytes": 1000}
     assert [c["name"] for c in data["codecs"]] == ["metaae", "baseline", "raw-f32", "raw-f16", "int8"]
     metaae = data["codecs"][0]["weights"]

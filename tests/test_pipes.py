@@ -1,10 +1,14 @@
-"""Edge to cloud through real pipes: whole streams, cut streams, the ssh contract (netcat: tests/test_serve.py)."""
+"""Edge to cloud through real pipes and real `nc` on loopback: whole streams, cut streams, the ssh contract."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import subprocess
+import time
 
+import pytest
 
 from prosemc import format as psem
 
@@ -45,3 +49,48 @@ def test_stream_cut_mid_layer_answers_from_complete_layers(chelsea, cli_env, tmp
     answer = json.loads(result.stdout)
     assert (answer["layers_used"], answer["status"], answer["bytes_used"]) == (2, "truncated", ends[1])
     assert f"2 complete layers, then truncated at byte {cut}" in result.stderr.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 30) -> None:
+    """Wait until something listens on `port` (read from /proc, so no connection is used up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                for line in f.readlines()[1:]:
+                    local, state = line.split()[1], line.split()[3]
+                    if state == "0A" and int(local.split(":")[1], 16) == port:
+                        return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+@pytest.mark.skipif(shutil.which("nc") is None, reason="`make test` installs netcat; run the suite through make")
+@pytest.mark.parametrize("budget, form", [(None, []), (1500, []), (384, ["--compact"])])
+def test_netcat_recipe_on_loopback(chelsea, cli_env, budget, form):
+    port = free_port()
+    server = subprocess.Popen(["psem-serve", str(port), "what is shown?", "--json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=cli_env)
+    try:
+        wait_listening(port)
+        extra = form + (["--max-bytes", str(budget)] if budget else [])
+        sent = subprocess.run(["psem-send", str(chelsea), "127.0.0.1", str(port), *extra], capture_output=True,
+                              env=cli_env, timeout=300)
+        assert sent.returncode == 0, sent.stderr
+        out, err = server.communicate(timeout=300)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    answer = json.loads(out)
+    assert answer["model"] == "lite" and answer["answer"]
+    assert answer["labels"][0]["label"] in CAT_LABELS
+    if budget:
+        assert answer["bytes_used"] <= budget and answer["status"] == "prefix"
+    else:
+        assert answer["status"] == "complete"

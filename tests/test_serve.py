@@ -173,10 +173,10 @@ def test_a_client_killed_mid_stream_is_logged_and_nobody_else_notices(server, ch
 
 @needs_nc
 def test_netcat_recipe_against_the_persistent_server(server, chelsea, cli_env):
-    """cli/psem-send: the question line, then the stream, into real `nc`; one JSON line back."""
+    """cli/psem-ask: the question line, then the stream, into real `nc`; one JSON line back."""
     for budget, form in ((1500, []), (384, ["--compact"])):
         extra = form + ["--max-bytes", str(budget)]
-        sent = subprocess.run(["psem-send", str(chelsea), "127.0.0.1", str(server.nc_port), "what is shown?", *extra],
+        sent = subprocess.run(["psem-ask", str(chelsea), "127.0.0.1", str(server.nc_port), "what is shown?", *extra],
                               capture_output=True, env=cli_env, timeout=300)
         assert sent.returncode == 0, sent.stderr
         reply = json.loads(sent.stdout)

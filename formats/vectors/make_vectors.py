@@ -106,6 +106,11 @@ def build() -> dict[str, tuple[bytes, dict]]:
         "header-layers-over-limit": header_json(layers=65),
         "header-negative-shape": header_json(tokens={"shape": [-1, 4], "dtype": "float32"}),
         "header-not-utf8": b'{"encoder":"\xff"}',
+        # CRC-valid headers that once ended in a traceback (ValueError, OverflowError, UnicodeEncodeError):
+        "header-integer-4301-digits": header_json()[:-1] + b',"metadata":{"n":' + b"7" * 4301 + b"}}",
+        "header-integer-401-digits": header_json().replace(b'"step":2.0', b'"steps":[1' + b"0" * 400 + b"]"),
+        "header-float-1e400": header_json().replace(b'"step":2.0', b'"steps":[1e400]'),
+        "header-lone-surrogate": header_json().replace(b'"encoder":"lite"', b'"encoder":"lite\\ud800"'),
     }.items():
         hostile(name, raw_header(body)[0], "InvalidHeaderError")
     out.update(build_compact())

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from prosemc.cli import UserError, cli
+from prosemc.cli import UserError, cli, printable
 from prosemc.cli.io import atomic_output, display_name, open_input
 from prosemc.format import PsemReader, truncate
 
@@ -60,11 +60,12 @@ def describe_file(path: str) -> dict[str, Any]:
 
 
 def _format_info(info: dict[str, Any]) -> str:
+    """The human `info` text; every string from the file is escaped, so it cannot forge lines or drive a terminal."""
     form = " compact" if info["form"] == "compact" else ""
-    lines = [f"file      {info['file']}  (PSEM {info['version']}{form}, {info['total_bytes']} bytes)"]
+    lines = [f"file      {printable(info['file'])}  (PSEM {info['version']}{form}, {info['total_bytes']} bytes)"]
     profile = info["profile"]
     if profile and profile["known"]:
-        lines.append(f"profile   {profile['id']}  {profile['name']} ({profile['source']})")
+        lines.append(f"profile   {profile['id']}  {printable(profile['name'])} ({printable(profile['source'])})")
     elif profile:
         lines.append(f"profile   {profile['id']}  not known to this install: decoding needs it "
                      f"(`prosemc profiles show {profile['id']}` where it is known, then `prosemc profiles add`)")
@@ -72,10 +73,10 @@ def _format_info(info: dict[str, Any]) -> str:
     if codec is not None:
         sha = codec.get("model_sha256")
         lines += [
-            f"encoder   {info['encoder']}",
+            f"encoder   {printable(info['encoder'])}",
             f"tokens    {' x '.join(map(str, info['tokens']['shape']))} {info['tokens']['dtype']}",
-            f"codec     {codec['id']}" + (f"  model sha256 {sha[:16]}…" if sha else ""),
-            f"entropy   {info['entropy']['id']}",
+            f"codec     {printable(codec['id'])}" + (f"  model sha256 {sha[:16]}…" if sha else ""),
+            f"entropy   {printable(info['entropy']['id'])}",
         ]
     lines += [
         f"status    {info['summary']}",
@@ -124,15 +125,15 @@ def truncate_command(file: str, output: str, layers: int | None, max_bytes: int 
 
     if layers is None and max_bytes is None and not compact:
         raise click.UsageError("pass --layers K or --max-bytes N (or both), or --compact")
-    with open_input(file) as source, atomic_output(output) as out:
+    with open_input(file) as source, atomic_output(output, inputs=[file]) as out:
         result = truncate(source, out, layers=layers, max_bytes=max_bytes, form="compact" if compact else None,
                           profiles=default_store(), profile_for=profile_of)
     profile_hex = result.profile_id.hex() if result.profile_id else None
     report = {"layers": result.layers, "bytes": result.bytes, "output": display_name(output, "<stdout>"),
               "form": result.form, "profile": profile_hex}
     click.echo(json.dumps(report, sort_keys=True) if as_json else
-               f"kept {result.layers} layers, {result.bytes} bytes -> {report['output']}"
-               + (f" (compact: needs profile {profile_hex})" if result.converted else ""), err=True)
+               printable(f"kept {result.layers} layers, {result.bytes} bytes -> {report['output']}"
+                         + (f" (compact: needs profile {profile_hex})" if result.converted else "")), err=True)
     if result.converted:
         from prosemc.cli.profiles import warn_if_unknown_profile
 
@@ -162,7 +163,7 @@ def expand(file: str, output: str, profile_arg: str | None, as_json: bool) -> No
     store = default_store()
     given = load_profile(profile_arg, store) if profile_arg else None
     try:
-        with open_input(file) as source, atomic_output(output) as out:
+        with open_input(file) as source, atomic_output(output, inputs=[file]) as out:
             result = truncate(source, out, form="full", profiles=store.with_profiles(given) if given else store)
     except UnknownProfileError as exc:
         if given is None:
@@ -173,7 +174,6 @@ def expand(file: str, output: str, profile_arg: str | None, as_json: bool) -> No
         ) from None
     report = {"layers": result.layers, "bytes": result.bytes, "output": display_name(output, "<stdout>"),
               "expanded": result.converted}
-    click.echo(json.dumps(report, sort_keys=True) if as_json else
-               (f"expanded {result.layers} layers to {result.bytes} bytes -> {report['output']}" if result.converted
-                else f"{display_name(file)} is already in the full form; copied {result.bytes} bytes -> {report['output']}"),
-               err=True)
+    text = (f"expanded {result.layers} layers to {result.bytes} bytes -> {report['output']}" if result.converted
+            else f"{display_name(file)} is already in the full form; copied {result.bytes} bytes -> {report['output']}")
+    click.echo(json.dumps(report, sort_keys=True) if as_json else printable(text), err=True)

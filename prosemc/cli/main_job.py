@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
 import click
 
-from prosemc.cli import cli
+from prosemc.cli import cli, printable
 from prosemc.cli.io import atomic_output, display_name, open_input
 from prosemc.cli.options import threads_option
 from prosemc.codec import codec_names
+from prosemc.format.idle import DEFAULT_IDLE_TIMEOUT, can_stall
 
 FILE = click.Path(dir_okay=False, allow_dash=True)
 
 
 def _report(data: dict[str, Any], text: str, as_json: bool, to_stderr: bool) -> None:
     """Print a JSON report or a human line; to stderr when stdout carries data."""
-    click.echo(json.dumps(data, sort_keys=True) if as_json else text, err=to_stderr or not as_json)
+    click.echo(json.dumps(data, sort_keys=True) if as_json else printable(text), err=to_stderr or not as_json)
+
+
+CODEC_WEIGHTS_IN = click.option(
+    "--codec-weights", type=click.Path(dir_okay=False), default=None,
+    help="The metaae weights file that encoded IN, when prosemc does not ship it (the header names it by sha256).")
+READ_TIMEOUT = click.option(
+    "--read-timeout", type=click.FloatRange(min=0), default=DEFAULT_IDLE_TIMEOUT, show_default=True, metavar="SECONDS",
+    help="Once bytes arrive on a pipe or socket, treat SECONDS without a byte as the end of the stream (the sender "
+         "stalled) and use the complete layers so far; 0 waits for ever.")
 
 
 @cli.command()
@@ -47,7 +58,8 @@ def encode(image: str, output: str, model: str, codec_name: str | None, codec_we
     """Encode IMAGE (JPEG, PNG, WebP, BMP, GIF; or - for stdin) into a layered .psem.
 
     Runs the model's vision encoder (the edge half), compresses its tokens into progressive layers and
-    writes them front to back, so the output can go straight into a pipe or socket.
+    writes them front to back, so the output can go straight into a pipe or socket. Images over 64 MiB,
+    89 Mpx or an aspect ratio of 32:1 are refused.
 
     \b
       prosemc encode photo.jpg -o photo.psem
@@ -58,12 +70,12 @@ def encode(image: str, output: str, model: str, codec_name: str | None, codec_we
     from prosemc.models.images import load_image
     from prosemc.pipeline import encode_image
 
-    start = time.perf_counter()
-    with open_input(image) as stream:
-        picture = load_image(stream.read() if image == "-" else image)
-    load_ms = (time.perf_counter() - start) * 1e3
-    vlm = load_model(model)
-    with atomic_output(output) as out:
+    with atomic_output(output, inputs=[image]) as out:  # checked now, created at the first byte
+        start = time.perf_counter()
+        with open_input(image) as stream:
+            picture = load_image(stream if image == "-" else image)
+        load_ms = (time.perf_counter() - start) * 1e3
+        vlm = load_model(model)
         report = encode_image(picture, out, vlm, codec_name=codec_name, codec_weights=codec_weights, max_layers=layers,
                               max_bytes=max_bytes, compact=compact)
     kept = report.layer_bytes[: report.layers_written]
@@ -89,11 +101,12 @@ def encode(image: str, output: str, model: str, codec_name: str | None, codec_we
 @click.option("-o", "--output", required=True, type=FILE, help="safetensors file for the tokens (written atomically).")
 @click.option("--layers", type=click.IntRange(min=1), help="Decode only the first K layers.")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Decode only the layer prefix within N file bytes.")
-@click.option("--codec-weights", type=click.Path(dir_okay=False), default=None,
-              help="The metaae weights file that encoded IN, when prosemc does not ship it (the header names it by sha256).")
+@CODEC_WEIGHTS_IN
+@READ_TIMEOUT
 @click.option("--json", "as_json", is_flag=True, help="Report what was decoded as JSON.")
 @threads_option
 def decode(source: str, output: str, layers: int | None, max_bytes: int | None, codec_weights: str | None,
+           read_timeout: float,
            as_json: bool) -> None:
     """Decode a .psem (or the prefix of it that arrived) into tokens [N, D] float32 in a safetensors file.
 
@@ -104,12 +117,12 @@ def decode(source: str, output: str, layers: int | None, max_bytes: int | None, 
 
     from prosemc.pipeline import read_tokens
 
-    with open_input(source) as stream:
-        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes, codec_weights=codec_weights)
-    _warn_if_incomplete(decoded)
-    meta = {"encoder": decoded.header.encoder, "codec": decoded.header.codec_id,
-            "layers_used": str(decoded.layers_used), "info": json.dumps(decoded.edge.info, sort_keys=True)}
-    with atomic_output(output) as out:
+    with open_input(source) as stream, atomic_output(output, inputs=[source]) as out:
+        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes, codec_weights=codec_weights,
+                              idle_timeout=read_timeout or None)
+        _warn_if_incomplete(decoded)
+        meta = {"encoder": decoded.header.encoder, "codec": decoded.header.codec_id,
+                "layers_used": str(decoded.layers_used), "info": json.dumps(decoded.edge.info, sort_keys=True)}
         out.write(save({"tokens": decoded.edge.tokens}, metadata=meta))
     data = {"output": display_name(output, "<stdout>"), "tokens": list(decoded.edge.tokens.shape),
             "layers_used": decoded.layers_used, "layers_declared": decoded.header.layers,
@@ -120,9 +133,10 @@ def decode(source: str, output: str, layers: int | None, max_bytes: int | None, 
 
 def _warn_if_incomplete(decoded: Any) -> None:
     end = decoded.end
-    if end.status != "complete" or decoded.layers_used < end.layers:
-        click.echo(f"prosemc: {end.describe()}; using {decoded.layers_used} layers ({decoded.bytes_used} bytes)",
-                   err=True)
+    stalled = f"the sender stalled (no byte for {decoded.stalled_after_s:g} s); " if decoded.stalled_after_s else ""
+    if stalled or end.status != "complete" or decoded.layers_used < end.layers:
+        click.echo(f"prosemc: {stalled}{end.describe()}; using {decoded.layers_used} layers ({decoded.bytes_used} "
+                   "bytes)", err=True)
 
 
 @cli.command()
@@ -133,36 +147,72 @@ def _warn_if_incomplete(decoded: Any) -> None:
                    "checkpoint (hub id or folder) that encoded IN. A mismatch with the file is refused.")
 @click.option("--layers", type=click.IntRange(min=1), help="Use only the first K layers.")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Use only the layer prefix within N file bytes.")
-@click.option("--codec-weights", type=click.Path(dir_okay=False), default=None,
-              help="The metaae weights file that encoded IN, when prosemc does not ship it (the header names it by sha256).")
+@CODEC_WEIGHTS_IN
+@READ_TIMEOUT
 @click.option("--json", "as_json", is_flag=True,
-              help="Print answer, labels, layers_used, bytes_used, model and timings as one JSON object.")
+              help="Print answer, labels, layers_used, bytes_used, status, stalled, model and timings as one JSON "
+                   "object.")
 @threads_option
 def query(source: str, question: str, model: str | None, layers: int | None, max_bytes: int | None,
-          codec_weights: str | None, as_json: bool) -> None:
+          codec_weights: str | None, read_timeout: float, as_json: bool) -> None:
     """Answer QUESTION about the image in IN (a .psem file, or - for a pipe or socket).
 
-    Decodes the complete layers that arrived (a cut stream still answers from them, and says so on
-    stderr), rebuilds the visual tokens and runs the cloud half of the model on them. IN may be in the full
-    or the compact form (whose profile must be among `prosemc profiles`).
+    Decodes the complete layers that arrived (a cut or stalled stream still answers from them, and says so
+    on stderr), rebuilds the visual tokens and runs the cloud half of the model on them. On a pipe or
+    socket the model loads while the layers are still arriving. IN may be in the full or the compact form
+    (whose profile must be among `prosemc profiles`).
 
     \b
       prosemc query photo.psem "what is shown?"
       prosemc encode cam.jpg -o - | ssh cloud prosemc query - "what is shown?"
     """
     from prosemc.errors import InputError
-    from prosemc.pipeline import answer_report, model_for, read_tokens
+    from prosemc.pipeline import answer_report, read_tokens
 
     if not question.strip():
         raise InputError("the question is empty; ask something, e.g. \"what is shown?\"")
     start = time.perf_counter()
     with open_input(source) as stream:
-        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes, codec_weights=codec_weights)
+        loader = _ModelLoader(model, question, background=can_stall(stream))  # a pipe or socket: load meanwhile
+        decoded = read_tokens(stream, max_layers=layers, max_bytes=max_bytes, codec_weights=codec_weights,
+                              idle_timeout=read_timeout or None, on_header=loader)
     decode_ms = (time.perf_counter() - start) * 1e3
     _warn_if_incomplete(decoded)
     start = time.perf_counter()
-    vlm = model_for(decoded.header.encoder, model)
-    answer = vlm.answer(decoded.edge, question)
+    answer = loader.ready().answer(decoded.edge, question)
     answer_ms = (time.perf_counter() - start) * 1e3
     data = answer_report(decoded, answer, {"read_decode": decode_ms, "answer": answer_ms})
     click.echo(json.dumps(data, sort_keys=True) if as_json else answer.text)
+
+
+class _ModelLoader:
+    """Resolves the answering model from the header as soon as it arrives and, when the layers are still coming
+    over a pipe or socket, loads it (model.prepare) in a background thread meanwhile."""
+
+    def __init__(self, requested: str | None, question: str, background: bool) -> None:
+        self.requested, self.question, self.background = requested, question, background
+        self.model: Any = None
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    def __call__(self, header: Any) -> None:
+        from prosemc.pipeline import model_for
+
+        self.model = model_for(header.encoder, self.requested)
+        if self.background and hasattr(self.model, "prepare"):
+            self._thread = threading.Thread(target=self._prepare, name="prosemc-model-load", daemon=True)
+            self._thread.start()
+
+    def _prepare(self) -> None:
+        try:
+            self.model.prepare(self.question)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread by ready()
+            self._failure = error
+
+    def ready(self) -> Any:
+        """The model, once its background loading (if any) has finished; re-raises what that loading raised."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        return self.model

@@ -82,6 +82,9 @@ class CodecRecord:
                 f"got {entropy_id!r}"
             )
         if self.learned:  # refuses a file made with other weights, naming both hashes
+            if codec_section.get("model_sha256") is None:
+                raise CodecError(f"the file header names no codec.model_sha256, which a learned codec ({self.codec_id}) "
+                                 "requires to pick its weights; the file is corrupt or hostile, re-encode it")
             options["model_sha256"] = codec_section.get("model_sha256")
             options["weights"] = weights
         return make_codec(self.name, **options)

@@ -42,7 +42,14 @@ class Codec(Protocol):
         ...
 
     def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
-        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
+        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers.
+
+        A decoder bounds each layer's work by its bytes (prosemc.codec.limits.check_layer_work)."""
+        ...
+
+    def max_layer_bytes(self, params: dict[str, Any], shape: tuple[int, int]) -> list[int]:
+        """The most payload bytes each layer of a stream with these params and token shape [N, D] can hold, one
+        entry per layer the stream has; CodecError for params or a shape this codec cannot decode."""
         ...
 
 

@@ -33,12 +33,15 @@ import numpy as np
 from prosemc.codec.base import EncodedTokens
 from prosemc.codec.entropy import (
     DEFAULT_CODER_ID,
+    MAX_ALPHABET,
+    MAX_SYMBOL_MAGNITUDE,
     FrequencyTable,
     SymbolReader,
     coder_for_id,
     read_table,
     write_table,
 )
+from prosemc.codec.limits import ans_payload_bytes, check_layer_work, varint_bytes
 from prosemc.codec.quality import dead_zone_energy, mean_cosine
 from prosemc.errors import CodecError
 
@@ -84,7 +87,7 @@ class LayerPlan:
             deadzone = float(params["deadzone_rounding"])
             offset = float(params["reconstruction_offset"])
             clip_low, clip_high = (as_float32(value) for value in params["clip"])
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
             raise CodecError(
                 f"sr-baseline/1 params are malformed ({error!r}); expected keys steps, deadzone_rounding, "
                 "reconstruction_offset, clip as written by the encoder"
@@ -165,6 +168,26 @@ class RefinementState:
 
     def tokens(self) -> np.ndarray:
         return self.reconstruction.astype(np.float32)
+
+    def columns(self, channels: np.ndarray) -> "RefinementState":
+        """The state of some channels [C] alone: [N, C] copies, or self when C is over half the channels (then
+        working on all of them costs less than copying, and at most twice the work for C)."""
+        if 2 * len(channels) > self.significant.shape[1]:
+            return self
+        part = RefinementState.__new__(RefinementState)
+        part.plan = self.plan  # C-contiguous copies: apply() writes through ravel() views
+        part.reconstruction = np.ascontiguousarray(self.reconstruction[:, channels])
+        part.significant = np.ascontiguousarray(self.significant[:, channels])
+        part.fresh = np.ascontiguousarray(self.fresh[:, channels])
+        return part
+
+    def store(self, channels: np.ndarray, part: "RefinementState") -> None:
+        """Write back the state of channels [C] taken with columns(); the others hold nothing significant, so
+        nothing fresh either."""
+        if part is not self:
+            self.reconstruction[:, channels] = part.reconstruction
+            self.significant[:, channels] = part.significant
+            self.fresh[:, channels] = part.fresh
 
 
 def quantise_residual(values: np.ndarray, state: RefinementState, step: float) -> np.ndarray:
@@ -276,8 +299,21 @@ class SuccessiveRefinementCodec:
 
     # --- decoding --------------------------------------------------------------------------------------
 
+    def max_layer_bytes(self, params: dict[str, Any], shape: tuple[int, int]) -> list[int]:
+        """The most payload bytes each layer of such a stream can hold (GROUP_COUNT tables + the ANS words)."""
+        plan = LayerPlan.from_params(params)
+        rows, columns = check_shape(shape)
+        symbols = rows * columns + columns  # every coefficient and every channel peak
+        table = varint_bytes(2 * MAX_SYMBOL_MAGNITUDE) + varint_bytes(MAX_ALPHABET)  # offset, size,
+        table += MAX_ALPHABET * varint_bytes(symbols)  # and the counts
+        return [GROUP_COUNT * table + ans_payload_bytes(symbols)] * len(plan.steps)
+
     def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
-        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
+        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers.
+
+        Each layer works only on the channels it codes coefficients in, so its cost is its symbols plus N per such
+        channel, and that cost is bounded by its bytes (prosemc.codec.limits) before it is paid.
+        """
         return self._decode_state(params, layers, shape)[0].tokens()
 
     def quality_estimate(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> float:
@@ -311,21 +347,25 @@ class SuccessiveRefinementCodec:
         new_counts = []
         for index, (payload, step) in enumerate(zip(layers, plan.steps)):
             try:
-                symbols = self._decode_layer(state, bytes(payload))
+                channels, part, symbols = self._decode_layer(state, bytes(payload))
             except CodecError as error:
                 raise CodecError(f"layer {index + 1}: {error}") from error
             before = int(state.significant.sum())
-            state.apply(symbols, step)
+            part.apply(symbols, step)
+            state.store(channels, part)
             new_counts.append(int(state.significant.sum()) - before)
         return state, new_counts
 
-    def _decode_layer(self, state: RefinementState, payload: bytes) -> np.ndarray:
-        count = state.significant.size
+    def _decode_layer(self, state: RefinementState, payload: bytes) -> tuple[np.ndarray, RefinementState, np.ndarray]:
+        """The channels [C] this layer codes coefficients in, their state, and their symbols [N, C] (int64)."""
+        rows, count = state.significant.shape[0], state.significant.size
         position = 0
         tables: list[tuple[FrequencyTable | None, int]] = []
         for _ in range(GROUP_COUNT):
             table, total, position = read_table(payload, position, count)
             tables.append((table, total))
+        coded = sum(total for _, total in tables)
+        check_layer_work(self.codec_id, coded, len(payload))  # before a symbol is decoded
         reader = self.coder.reader(payload[position:])
         channel_active, _ = state.groups()
         peaks = np.zeros(channel_active.shape, dtype=np.int64)
@@ -333,12 +373,15 @@ class SuccessiveRefinementCodec:
             peaks[channels] = self._read_group(reader, table, total, int(channels.sum()), "channel peak")
         if peaks.min() < 0 or peaks.max() > PEAK_CAP:
             raise CodecError(f"corrupt layer payload: channel peaks outside 0..{PEAK_CAP}")
-        _, masks = state.groups(peaks)
-        symbols = np.zeros(state.significant.shape, dtype=np.int64)
+        channels = np.flatnonzero((peaks > 0) | channel_active)  # every other channel's coefficients are not coded
+        check_layer_work(self.codec_id, coded + rows * len(channels), len(payload))  # before their state is touched
+        part = state.columns(channels)
+        _, masks = part.groups(peaks if part is state else peaks[channels])
+        symbols = np.zeros(part.significant.shape, dtype=np.int64)
         for (table, total), mask in zip(tables[2:], masks):
             symbols[mask] = self._read_group(reader, table, total, int(mask.sum()), "coefficient")
         reader.finish()
-        return symbols
+        return channels, part, symbols
 
     @staticmethod
     def _read_group(

@@ -30,7 +30,15 @@ import numpy as np
 from prosemc.codec.base import EncodedTokens
 from prosemc.codec.entropy import DEFAULT_CODER_ID, FrequencyTable, coder_for_id
 from prosemc.codec.metaae_refine import RefinementState
-from prosemc.codec.metaae_token import TokenMetaAECodec, TokenWeights, check_sha256, check_stream, check_tokens
+from prosemc.codec.metaae_token import (
+    TokenMetaAECodec,
+    TokenWeights,
+    check_sha256,
+    check_shape,
+    check_stream,
+    check_tokens,
+    stream_layer_count,
+)
 from prosemc.codec.metaae_weights import (
     FORMAT_POOLED as FORMAT,
     FORMAT_TOKEN,
@@ -40,6 +48,7 @@ from prosemc.codec.metaae_weights import (
     shipped_weights,
     shipped_weights_path,
 )
+from prosemc.codec.limits import ans_payload_bytes, check_layer_work
 from prosemc.codec.quality import dead_zone_energy, mean_cosine
 from prosemc.errors import CodecError
 
@@ -383,6 +392,25 @@ class MetaAutoEncoderCodec:
 
     # --- decoding --------------------------------------------------------------------------------------
 
+    def _stream_layers(self, params: dict[str, Any]) -> int:
+        """The layer count of a stream with these params (CodecError for params these weights cannot decode)."""
+        return stream_layer_count(params, self.weights)
+
+    def _layer_symbols(self, rows: int) -> list[int]:
+        """Symbols each layer codes for tokens [rows, D]: autoencoder latents, then per refinement level every
+        coefficient and channel peak (at most)."""
+        w = self.weights
+        latent_rows = 1 if w.pooled else rows
+        refinement = len(w.refine.steps) if w.refine is not None else 0
+        return [latent_rows * (stop - start) for start, stop in zip(w.starts, w.levels)] + \
+            [rows * w.token_dim + w.token_dim] * refinement
+
+    def max_layer_bytes(self, params: dict[str, Any], shape: tuple[int, int]) -> list[int]:
+        """The most payload bytes each layer of such a stream can hold (its ANS words)."""
+        count = self._stream_layers(params)
+        rows = check_shape(shape, self.weights.token_dim)
+        return [ans_payload_bytes(symbols) for symbols in self._layer_symbols(rows)[:count]]
+
     def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
         """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
         coarse, state, _ = self._decode_state(params, layers, shape)
@@ -436,6 +464,12 @@ class MetaAutoEncoderCodec:
         each refinement level made newly significant."""
         w = self.weights
         rows = check_stream(params, layers, shape, w)
+        for k, (payload, coded) in enumerate(zip(layers, self._layer_symbols(rows))):
+            updated = rows * w.token_dim if k >= len(w.levels) else 0  # a refinement level updates every value
+            try:
+                check_layer_work(self.codec_id, coded + updated, len(payload))
+            except CodecError as error:
+                raise CodecError(f"layer {k + 1}: {error}") from error
         latent_rows = 1 if w.pooled else rows
         symbols = np.zeros((latent_rows, w.levels[-1]), dtype=np.int64)
         ae_layers = min(len(layers), len(w.levels))

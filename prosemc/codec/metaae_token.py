@@ -28,6 +28,7 @@ import numpy as np
 
 from prosemc.codec.base import EncodedTokens
 from prosemc.codec.entropy import DEFAULT_CODER_ID, FrequencyTable, coder_for_id
+from prosemc.codec.limits import ans_payload_bytes
 from prosemc.codec.metaae_weights import (
     ACTIVITY_STATES,
     CHANNEL_BUCKETS,
@@ -269,6 +270,12 @@ class TokenMetaAECodec:
             state.apply(q, k)
         return EncodedTokens(params={"layers": self.layers}, layers=layers)
 
+    def max_layer_bytes(self, params: dict[str, Any], shape: tuple[int, int]) -> list[int]:
+        """The most payload bytes each layer of such a stream can hold (its ANS words)."""
+        count = stream_layer_count(params, self.weights)
+        rows = check_shape(shape, self.weights.token_dim)
+        return [ans_payload_bytes(rows * (b - a)) for a, b in self.weights.ranges[:count]]
+
     def state(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> LatentState:
         """The latent state after decoding the first len(layers) >= 1 layers; CodecError on any bad input."""
         w = self.weights
@@ -307,15 +314,21 @@ def check_sha256(expected: Any, weights: Any) -> None:
         )
 
 
-def check_stream(params: Any, layers: Sequence[bytes], shape: Sequence[int], weights: Any) -> int:
-    """The token count N of a stream these weights decode: params (layers, model_sha256), 1..layers layers, (N, D)."""
+def stream_layer_count(params: Any, weights: Any) -> int:
+    """The layer count of a stream these weights decode, from its params (layers, model_sha256); CodecError if bad."""
     if not isinstance(params, dict):
         raise CodecError(f"metaae/1 params must be an object, got {type(params).__name__}")
-    if "model_sha256" in params:
+    if "model_sha256" in params:  # the header's codec.model_sha256 was checked when the codec was built
         check_sha256(params["model_sha256"], weights)
     count = params.get("layers")
     if type(count) is not int or not 1 <= count <= weights.layer_count:
         raise CodecError(f"metaae/1 params.layers must be an integer in 1..{weights.layer_count}, got {count!r}")
+    return count
+
+
+def check_stream(params: Any, layers: Sequence[bytes], shape: Sequence[int], weights: Any) -> int:
+    """The token count N of a stream these weights decode: params (layers, model_sha256), 1..layers layers, (N, D)."""
+    count = stream_layer_count(params, weights)
     rows = check_shape(shape, weights.token_dim)
     if not 1 <= len(layers) <= count:
         raise CodecError(f"metaae/1 decodes 1..{count} layers of this stream, got {len(layers)}")

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from prosemc.codec.base import EncodedTokens
-from prosemc.codec.baseline import check_layer_types, check_shape, check_tokens
+from prosemc.codec.baseline import FLOAT32_MAX, check_layer_types, check_shape, check_tokens
 from prosemc.errors import CodecError
 
 RAW_CODER_ID = "none"  # the header's entropy section for codecs that code no symbols
@@ -37,6 +37,11 @@ class RawCodec:
             limit = float(np.finfo(np.float16).max)
             tokens = np.clip(tokens, -limit, limit)
         return EncodedTokens(params={}, layers=[tokens.astype(self.dtype).tobytes()])
+
+    def max_layer_bytes(self, params: dict[str, Any], shape: tuple[int, int]) -> list[int]:
+        """One layer of exactly N*D values."""
+        rows, columns = check_shape(shape)
+        return [rows * columns * self.dtype.itemsize]
 
     def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
         rows, columns = check_single_layer(self.codec_id, layers, shape)
@@ -68,6 +73,11 @@ class Int8Codec:
         levels = np.clip(np.rint(tokens / safe), -127, 127).astype(np.int8)
         return EncodedTokens(params={}, layers=[scales.astype("<f4").tobytes() + levels.tobytes()])
 
+    def max_layer_bytes(self, params: dict[str, Any], shape: tuple[int, int]) -> list[int]:
+        """One layer of exactly N scales and N*D levels."""
+        rows, columns = check_shape(shape)
+        return [rows * 4 + rows * columns]
+
     def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
         rows, columns = check_single_layer(self.codec_id, layers, shape)
         payload = bytes(layers[0])
@@ -78,8 +88,13 @@ class Int8Codec:
                 "the layer is truncated or the header's token shape is wrong"
             )
         scales = np.frombuffer(payload[: rows * 4], dtype="<f4").astype(np.float32)
-        if not (np.isfinite(scales).all() and (scales >= 0).all()):
-            raise CodecError(f"{self.codec_id} layer holds invalid token scales; the layer is damaged")
+        # 127 * scale must stay a float32 too, or the tokens decode to infinity
+        largest = scales.astype(np.float64) * 127
+        if not (np.isfinite(scales).all() and (scales >= 0).all() and (largest <= FLOAT32_MAX).all()):
+            raise CodecError(
+                f"{self.codec_id} layer holds invalid token scales (negative, non-finite, or so large that 127 x scale "
+                "overflows float32); the layer is damaged or hostile"
+            )
         levels = np.frombuffer(payload[rows * 4 :], dtype=np.int8).reshape(rows, columns)
         return (levels.astype(np.float32) * scales[:, None]).astype(np.float32)
 

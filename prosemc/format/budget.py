@@ -75,6 +75,14 @@ class PrefixBudget:
         self.layers += 1
         return True
 
+    def admit_extension(self, chunk_bytes: int) -> bool:
+        """Count an extension chunk (it adds no layer) if it fits the byte budget; once one does not, nothing does."""
+        if self.closed or (self.max_bytes is not None and self.bytes + chunk_bytes > self.max_bytes):
+            self.closed = True
+            return False
+        self.bytes += chunk_bytes
+        return True
+
     def too_small(self, first_chunk_bytes: int) -> InputError:
         """The error for a byte budget that holds no layer: what layer 1 needs and how far to raise the budget."""
         need = self.header_bytes + first_chunk_bytes

@@ -15,7 +15,7 @@ from typing import BinaryIO
 from prosemc.format.errors import BadChunkError, ChunkTooLargeError, ReservedBitsError
 from prosemc.format.spec import CHUNK_FRAME, CHUNK_RESERVED_FLAGS, KIND_LAYER, KIND_TYPED, LAYER_TYPE, Limits
 
-_PIECE = 1 << 20  # read payloads in pieces of at most 1 MiB
+PIECE_BYTES = 1 << 20  # read payloads in pieces of at most 1 MiB
 _CHUNK_TYPE = re.compile(rb"[A-Za-z]{4}")
 MAX_VARINT_BYTES = 5  # 35 bits: more than any length the limits allow
 VARINT_OVERFLOW = 1 << (7 * MAX_VARINT_BYTES)  # what a varint that runs past 5 bytes counts as: over every cap
@@ -34,13 +34,13 @@ class Frame:
 
 def read_up_to(stream: BinaryIO, size: int) -> bytes:
     """Read until `size` bytes or EOF, in pieces of at most 1 MiB (a short result means EOF)."""
-    first = stream.read(min(size, _PIECE))
+    first = stream.read(min(size, PIECE_BYTES))
     if not first or len(first) == size:
         return first or b""
     pieces = [first]
     have = len(first)
     while have < size:
-        piece = stream.read(min(size - have, _PIECE))
+        piece = stream.read(min(size - have, PIECE_BYTES))
         if not piece:
             break
         pieces.append(piece)

@@ -18,6 +18,7 @@ from prosemc.format.errors import InvalidHeaderError
 from prosemc.format.spec import DEFAULT_LIMITS, Limits
 
 TOKEN_DTYPES = ("float32", "float16", "bfloat16")
+MAX_INTEGER_DIGITS = 19  # header integers stay within 64 bits: no 4,300-digit ValueError, no float overflow later
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _KNOWN_KEYS = ("encoder", "tokens", "codec", "entropy", "layers", "metadata")
 
@@ -85,10 +86,41 @@ def _no_constants(name: str) -> Any:
     raise _fail(f"non-finite number {name}")
 
 
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise _fail(f"integer {text[:12]}... has {len(text.lstrip('-'))} digits, more than {MAX_INTEGER_DIGITS}")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _fail(f"number {text[:24]} overflows to infinity")
+    return value
+
+
+def _check_strings(obj: Any) -> None:
+    """InvalidHeaderError for a string (key or value, at any depth) that is not valid Unicode (a lone surrogate)."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _fail(f"string {item[:32]!r} holds a lone surrogate ({item[exc.start]!r})") from None
+
+
 def header_from_json(body: bytes, limits: Limits = DEFAULT_LIMITS) -> PsemHeader:
     """Parse and validate the header JSON bytes; raises InvalidHeaderError naming the first bad field."""
     try:
-        obj = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        obj = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                         parse_int=_bounded_int, parse_float=_finite_float)
     except UnicodeDecodeError:
         raise _fail("not UTF-8") from None
     except RecursionError:
@@ -97,6 +129,7 @@ def header_from_json(body: bytes, limits: Limits = DEFAULT_LIMITS) -> PsemHeader
         raise _fail(f"not JSON ({exc.msg} at byte {exc.pos})") from None
     if not isinstance(obj, dict):
         raise _fail("top level is not a JSON object")
+    _check_strings(obj)
     missing = [k for k in _KNOWN_KEYS[:5] if k not in obj]
     if missing:
         raise _fail(f"missing field {missing[0]!r}")

@@ -2,11 +2,14 @@
 
     PsemReader(stream[, profiles=store]) -> .header   (full: preamble, JSON and CRC; compact: profile id, patch, CRC)
     for chunk in reader -> Chunk(LAYR | ext)         (each CRC-checked before it is yielded; never partial)
+    reader.chunks(keep) -> only the chunks keep(type, seq, end) wants; the others are CRC-checked in pieces
+                           and dropped, never held in memory
     reader.end          -> ReadEnd(complete | prefix | truncated at byte X)
 
 The first four bytes say the form; a compact file needs its profile in `profiles` (UnknownProfileError names
-the id otherwise). A length field is checked against the limits before anything is allocated, and payloads are
-read in bounded pieces, so memory follows what actually arrived, not what a header claims.
+the id otherwise). A length field is checked against the limits before anything is allocated (and against the
+codec's bound for that layer, once the caller sets `max_layer_bytes` from the header), and payloads are read in
+bounded pieces, so memory follows what actually arrived, not what a header claims.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from __future__ import annotations
 import io
 import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 from prosemc.format.compact import read_compact_head
 from prosemc.format.errors import (
     BadMagicError,
     ChecksumError,
+    ChunkTooLargeError,
     EmptyInputError,
     HeaderTooLargeError,
     LayerOrderError,
@@ -30,7 +34,7 @@ from prosemc.format.errors import (
     UnknownProfileError,
     UnsupportedVersionError,
 )
-from prosemc.format.framing import read_compact_frame, read_full_frame, read_up_to
+from prosemc.format.framing import PIECE_BYTES, read_compact_frame, read_full_frame, read_up_to
 from prosemc.format.header import PsemHeader, header_from_json
 from prosemc.format.profiles import Profile, ProfileStore
 from prosemc.format.spec import (
@@ -123,6 +127,8 @@ class PsemReader:
         self.profile: Profile | None = None  # the profile a compact file names, when known
         self.profile_id: bytes | None = None  # the id a compact file names
         self.header: PsemHeader | None
+        # the most payload bytes each layer may hold (its length is the codec's layer count); None: the chunk cap
+        self.max_layer_bytes: Sequence[int] | None = None
         self.header_bytes = self._read_header(profiles, require_profile)
         self._position = len(self.header_bytes)
 
@@ -209,6 +215,11 @@ class PsemReader:
         return None
 
     def __iter__(self) -> Iterator[Chunk]:
+        return self.chunks()
+
+    def chunks(self, keep: Callable[[bytes, int, int], bool] | None = None) -> Iterator[Chunk]:
+        """Verified chunks in file order; a chunk for which keep(type, seq, end offset) is false is CRC-checked
+        in pieces and dropped without being held in memory (it still counts for `end`)."""
         layers = extensions = 0
         compact = self.form == "compact"
         declared = self._declared if self._declared is not None else self._limits.layers
@@ -221,31 +232,36 @@ class PsemReader:
                     self.end = ReadEnd(layers, self._declared, start)
                     return
                 return self._cut(layers, start, len(frame))
-            rest = read_up_to(self._stream, frame.length + CRC.size)
-            if len(rest) < frame.length + CRC.size:
-                return self._cut(layers, start, len(frame.raw) + len(rest))
-            payload, (stored,) = rest[: frame.length], CRC.unpack(rest[frame.length :])
             is_layer = frame.type == LAYER_TYPE
             seq = frame.seq if frame.seq is not None else (layers if is_layer else 0)
-            crc = zlib.crc32(payload, zlib.crc32(frame.raw, self._header_crc))
+            self._check_layer_bound(is_layer, seq, frame.length, where)
+            # a full-form layer's index is in its frame: a misplaced one is raised once its CRC is good
+            misplaced = is_layer and (seq != layers or layers >= declared)
+            end = start + len(frame.raw) + frame.length + CRC.size
+            wanted = not misplaced and (keep is None or keep(frame.type, seq, end))
+            payload, arrived, crc = self._payload(frame.length, zlib.crc32(frame.raw, self._header_crc), wanted)
+            tail = read_up_to(self._stream, CRC.size) if arrived == frame.length else b""
+            if len(tail) < CRC.size:
+                return self._cut(layers, start, len(frame.raw) + arrived + len(tail))
+            (stored,) = CRC.unpack(tail)
             expected = zlib.crc32(LAYER_INDEX.pack(seq), crc) if compact else crc
             if stored != expected and compact and is_layer:
                 moved_from = self._misplaced_layer(stored, crc)  # the CRC fits another position: moved or repeated
                 if moved_from is not None:
-                    seq, expected = moved_from, stored
+                    seq, expected, misplaced = moved_from, stored, True
             if stored != expected:
                 label = f"layer {layers + 1}" if is_layer else f"extension chunk {frame.type!r}"
                 raise ChecksumError(
-                    f"{label} ({where}, {len(frame.raw) + len(rest)} bytes) fails its checksum: the data was "
+                    f"{label} ({where}, {end - start} bytes) fails its checksum: the data was "
                     f"corrupted after {layers} good layers; resend, or keep the first {layers} with `prosemc truncate`"
                 )
-            self._position = start + len(frame.raw) + len(rest)
+            self._position = end
+            if misplaced:
+                raise LayerOrderError(
+                    f"{where} is layer index {seq}, expected {layers} of {declared} declared: "
+                    "layers are duplicated, reordered or extra; re-encode the file"
+                )
             if is_layer:
-                if seq != layers or layers >= declared:
-                    raise LayerOrderError(
-                        f"{where} is layer index {seq}, expected {layers} of {declared} declared: "
-                        "layers are duplicated, reordered or extra; re-encode the file"
-                    )
                 layers += 1
             elif frame.type[:1].isupper():
                 raise UnknownChunkError(
@@ -255,7 +271,31 @@ class PsemReader:
                 extensions += 1
                 if extensions > self._limits.extension_chunks:
                     raise LimitError(f"more than {self._limits.extension_chunks} extension chunks; the file is hostile")
-            yield Chunk(frame.type, seq, frame.flags, payload, start, stored, frame.raw)
+            if wanted:
+                yield Chunk(frame.type, seq, frame.flags, payload, start, stored, frame.raw)
+
+    def _check_layer_bound(self, is_layer: bool, seq: int, length: int, where: str) -> None:
+        """ChunkTooLargeError, before anything is read, for a layer longer than its codec can produce."""
+        bounds = self.max_layer_bytes
+        if is_layer and bounds is not None and seq < len(bounds) and length > bounds[seq]:
+            raise ChunkTooLargeError(
+                f"{where} claims {length} bytes for layer {seq + 1}, more than its codec can produce for these "
+                f"tokens ({bounds[seq]}); the file is corrupt or hostile"
+            )
+
+    def _payload(self, length: int, crc: int, keep: bool) -> tuple[bytes, int, int]:
+        """(payload or b"" when not kept, bytes that arrived, CRC updated over them), read in bounded pieces."""
+        if keep:
+            payload = read_up_to(self._stream, length)
+            return payload, len(payload), zlib.crc32(payload, crc)
+        arrived = 0
+        while arrived < length:
+            piece = self._stream.read(min(length - arrived, PIECE_BYTES))
+            if not piece:
+                break
+            crc = zlib.crc32(piece, crc)
+            arrived += len(piece)
+        return b"", arrived, crc
 
     def layers(self) -> Iterator[bytes]:
         """Verified layer payloads in order (extension chunks are skipped)."""

