@@ -199,12 +199,9 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
             raise budget.too_small(first_layer_end - len(reader.header_bytes))
         why = f"the sender stalled for {stalled:g} s; " if stalled is not None else ""
         raise InputError(f"the .psem holds no complete layer ({why}{end.describe()}); send at least layer 1")
-    tokens = codec.decode(header.codec_params, layers, (n, d))
-    if not np.isfinite(tokens).all():
-        raise CodecError(f"{header.codec_id} decoded non-finite tokens (inf or NaN); the file is corrupt or hostile")
-    info = header.metadata.get("info", {})
-    return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used,
-                         end, stalled)
+    decoded = decode_prefix(header, codec, layers, bytes_used, end)
+    decoded.stalled_after_s = stalled
+    return decoded
 
 
 def decode_prefix(header: PsemHeader, codec: Codec, layers: list[bytes], bytes_used: int, end: ReadEnd) -> DecodedTokens:
