@@ -48,7 +48,7 @@ def preprocess(image: Any) -> np.ndarray:
     """RGB image -> [3, 224, 224] float32 in about [-1, 1]: short side to 224 (bicubic), centre crop, (x-127)/128."""
     from PIL import Image
 
-    from prosemc.models.images import to_rgb
+    from prosemc.models.images import short_side_crop, to_rgb
 
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
@@ -56,16 +56,7 @@ def preprocess(image: Any) -> np.ndarray:
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise InputError(f"cannot encode a {type(image).__name__}; pass a PIL image or an [H, W, 3] uint8 array")
-    image = to_rgb(image)
-    width, height = image.size
-    scale = INPUT_SIZE / min(width, height)
-    size = (max(INPUT_SIZE, round(width * scale)), max(INPUT_SIZE, round(height * scale)))
-    left, top = (size[0] - INPUT_SIZE) // 2, (size[1] - INPUT_SIZE) // 2
-    box = (left, top, left + INPUT_SIZE, top + INPUT_SIZE)
-    # Pillow's bicubic filters over the whole footprint when shrinking (antialiased), so big photos do not
-    # alias; reducing_gap first box-reduces very large ones by an integer factor, which only saves time.
-    scaled = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0).crop(box)
-    pixels = np.asarray(scaled, dtype=np.float32)
+    pixels = np.asarray(short_side_crop(to_rgb(image), INPUT_SIZE, (INPUT_SIZE, INPUT_SIZE)), dtype=np.float32)
     return ((pixels - 127.0) / 128.0).transpose(2, 0, 1).copy()
 
 
