@@ -62,4 +62,4 @@ def main() -> None:
     cli(prog_name="prosemc")
 
 
-from prosemc.cli import bench, container, evaluate, fit, main_job, models, profiles  # noqa: E402,F401  (commands)
+from prosemc.cli import bench, container, evaluate, export, fit, main_job, models, profiles  # noqa: E402,F401  (commands)
