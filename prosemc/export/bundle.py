@@ -36,7 +36,7 @@ def inference_session(model: str | bytes | Path, threads: int | None = None) -> 
     except ImportError:
         raise ModelError("onnxruntime is not installed; install the edge runtime with pip install 'prosemc[edge]'") from None
     options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # warnings about initializers and optimisations are not the user's business
+    options.log_severity_level = 4  # onnxruntime logs only fatal errors: failures become one-line ModelErrors here
     for key, value in BOARD_NUMERICS.items():
         options.add_session_config_entry(key, value)
     if threads:
@@ -46,7 +46,15 @@ def inference_session(model: str | bytes | Path, threads: int | None = None) -> 
     try:
         return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise ModelError(f"onnxruntime cannot load the graph ({str(error).splitlines()[0]}); re-export the bundle") from None
+        first_error = error
+    # Some x86 builds fail to apply the x64 precision rewrite to int8 MatMuls ("Attempt to replace the existing
+    # tensor"); without graph optimisations the QDQ graph runs as written, which is also the board's arithmetic.
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - report the first, more telling error
+        reason = str(first_error).splitlines()[0]
+        raise ModelError(f"onnxruntime cannot load the graph ({reason}); re-export the bundle") from None
 
 
 @dataclass

@@ -112,8 +112,11 @@ def edge_source(model: str, image_size: int | None = None) -> EdgeSource:
 
         recipe = PixelRecipe(INPUT_SIZE, INPUT_SIZE, "short-side-crop", "bicubic", short_side=INPUT_SIZE)
         return EdgeSource("lite", "lite", LiteEdge(build_encoder()).eval(), recipe, {}, "in graph: (x - 127) / 128")
+    from transformers.utils import logging as transformers_logging
+
     from prosemc.models.hf import load_hf_model
 
+    transformers_logging.disable_progress_bar()  # stderr is for prosemc's own progress
     split = load_hf_model(model)
     processor = split.processor.image_processor
     family, vlm = split.family.name, split.model
