@@ -13,42 +13,14 @@ The exporters print progress on stdout and warn a lot: both are silenced, stdout
 
 from __future__ import annotations
 
-import contextlib
 import io
-import logging
-import os
 import re
-import sys
-import tempfile
-import warnings
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from prosemc.errors import ModelError
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Swallow the exporters' prints (Python's and their C++ code's, on file descriptors 1 and 2) and warnings."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    previous = logging.root.manager.disable
-    try:
-        with tempfile.TemporaryFile() as sink, warnings.catch_warnings(), \
-                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            logging.disable(logging.WARNING)
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            yield
-    finally:
-        logging.disable(previous)
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-
+from prosemc.export.quiet import quiet
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, opset: int, what: str) -> tuple[Any, str]:
     """(onnx.ModelProto, exporter) of module (pixels [1, 3, H, W] -> tokens [N, D]) at `opset`.
@@ -58,7 +30,7 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, opset: int, what
     import onnx
 
     failures: list[BaseException] = []
-    with _quiet():
+    with quiet():
         try:
             program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
                                         input_names=["pixels"], output_names=["tokens"], external_data=False)
@@ -133,7 +105,7 @@ def layer_running(module: torch.nn.Module, example: torch.Tensor, operator: str)
     for name, child in module.named_modules():
         handles += [child.register_forward_pre_hook(enter(name)), child.register_forward_hook(leave)]
     try:
-        with torch.inference_mode(), Recorder(), _quiet():
+        with torch.inference_mode(), Recorder(), quiet():
             module(example)
     except Exception:  # noqa: BLE001 - only used to name the layer
         pass

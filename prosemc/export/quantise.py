@@ -13,27 +13,15 @@ Error mean estimates and int8 numerics use onnxruntime with graph optimisations 
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from prosemc.errors import ModelError
+from prosemc.export.quiet import quiet
 from prosemc.export.targets import QuantScheme
-
-
-@contextlib.contextmanager
-def _no_warnings() -> Iterator[None]:
-    """onnxruntime.quantization logs advice on the root logger; keep stderr for prosemc's own messages."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
 
 
 def _reader(pixels: Sequence[np.ndarray]) -> Any:
@@ -58,7 +46,7 @@ def quantise_static(graph: Any, pixels: Sequence[np.ndarray], scheme: QuantSchem
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-    with tempfile.TemporaryDirectory(prefix="prosemc-quantise-") as work, _no_warnings():
+    with tempfile.TemporaryDirectory(prefix="prosemc-quantise-") as work, quiet():
         source, target = Path(work) / "fp32.onnx", Path(work) / "int8.onnx"
         onnx.save(graph, source)
         try:
@@ -145,9 +133,11 @@ def corrected_biases(graph: Any, draft: Any, pixels: Sequence[np.ndarray], seque
     fp32_weights = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
     fp32_convs = {n.name: n for n in graph.graph.node if n.op_type == "Conv"}
     draft_constants = {i.name: numpy_helper.to_array(i) for i in draft.graph.initializer}
+    dequantised = {output for n in draft.graph.node if n.op_type == "DequantizeLinear" for output in n.output}
     convs = []  # (input name, bias name, weight error session), graph order
     for node in draft.graph.node:
-        if node.op_type != "Conv" or len(node.input) < 3 or node.input[2] not in draft_constants:
+        if node.op_type != "Conv" or len(node.input) < 3 or node.input[2] not in draft_constants \
+                or node.input[1] not in dequantised:  # a conv left in float has no weight rounding to correct
             continue
         original = fp32_convs.get(node.name)
         if original is None or original.input[1] not in fp32_weights:
