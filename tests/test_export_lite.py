@@ -192,7 +192,8 @@ def test_edge_encode_bad_inputs(int8_bundle, chelsea, tmp_path):
          "--model cannot be combined with --bundle"),
         (["encode", "--bundle", str(tmp_path / "nowhere"), str(chelsea), "-o", str(tmp_path / "c.psem")],
          "is not a folder"),
-        (["encode", str(chelsea), "-o", str(tmp_path / "d.psem"), "--threads", "2"], "--threads applies to --bundle"),
+        (["encode", "--bundle", str(int8_bundle), str(chelsea), "-o", str(tmp_path / "d.psem"), "--codec-weights",
+          str(int8_bundle / "metaae.safetensors")], "--codec-weights cannot be combined with --bundle"),
     ]
     for args, message in cases:
         result = CliRunner().invoke(cli, args)

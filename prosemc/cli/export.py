@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from prosemc.cli import cli
+from prosemc.cli.options import threads_option
 
 
 def _summary(manifest: dict[str, Any], output: str) -> str:
@@ -54,6 +55,7 @@ def _summary(manifest: dict[str, Any], output: str) -> str:
               help="Bundle folder to write (built beside it, renamed into place when complete).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's manifest (parity, placement, ...) as JSON.")
+@threads_option
 def export(target: str, model: str, codec: str | None, calibration: str, precision: str | None,
            check_images: str | None, image_size: int | None, output: str, force: bool, as_json: bool) -> None:
     """Export MODEL's edge half as an ONNX bundle for a target board (progress on stderr).
@@ -70,16 +72,13 @@ def export(target: str, model: str, codec: str | None, calibration: str, precisi
       prosemc export --target imx95 -o edge/ --force --check-images photos/ --json
       scp -r edge/ board: && ssh board 'prosemc encode --bundle edge/ cam.jpg -o - | nc cloud 9000'
     """
-    from rich.console import Console
-    from rich.progress import Progress
-
     from prosemc.export.build import export_bundle
+    from prosemc.progress import Progress
 
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("exporting", total=None)
+    with Progress("export", heartbeat=True) as progress:
         manifest = export_bundle(output, target=target, model=model, codec=codec, calibration=calibration,
                                  precision=precision, force=force, check_images=check_images, image_size=image_size,
-                                 progress=lambda step: progress.update(task, description=step))
+                                 progress=lambda step: progress.advance(note=step))
     if as_json:
         click.echo(json.dumps({"output": output, **manifest}, sort_keys=True))
     else:

@@ -55,16 +55,20 @@ def image_set(spec: str, split: str, purpose: str) -> ImageSet:
 
 def _codec_entry(codec: str | None, model_id: str, token_dim: int) -> tuple[dict[str, Any], Path | None]:
     """The manifest's codec entry and the weights file to copy (None for the training-free baseline)."""
-    from prosemc.codec.metaae import MetaAEWeights, default_weights_path
+    from prosemc.codec.metaae import load_weights
+    from prosemc.codec.metaae_weights import shipped_weights_path
     from prosemc.pipeline import default_codec
 
     name = codec or default_codec(model_id)
     if name == "baseline":
         return {"name": "baseline", "id": "sr-baseline/1"}, None
-    path = default_weights_path() if name == "metaae" else Path(name)
+    path = shipped_weights_path(model_id) if name == "metaae" else Path(name)
+    if name == "metaae" and not path.is_file():
+        raise InputError(f"prosemc ships no metaae weights for {model_id}; pass weights from `prosemc fit` as --codec "
+                         "WEIGHTS, or use --codec baseline")
     if name != "metaae" and not path.is_file():
         raise InputError(f"--codec {name!r} is neither metaae, baseline nor a weights file; pass one of those")
-    weights = MetaAEWeights.load(path)
+    weights = load_weights(path)
     if weights.token_dim != token_dim:
         raise InputError(f"the metaae weights {path} code tokens of width {weights.token_dim}, but {model_id} makes "
                          f"width {token_dim}; train weights for it with `prosemc fit`, or use --codec baseline")

@@ -30,18 +30,17 @@ BOARD_NUMERICS = {"session.x64quantprecision": "1"}
 
 
 def inference_session(model: str | bytes | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session with the board's int8 numerics; `threads` None = onnxruntime's default."""
+    """An onnxruntime CPU session with the board's int8 numerics on `threads` (None: prosemc.runtime's default)."""
     try:
         import onnxruntime
     except ImportError:
         raise ModelError("onnxruntime is not installed; install the edge runtime with pip install 'prosemc[edge]'") from None
-    options = onnxruntime.SessionOptions()
+    from prosemc.runtime import onnx_session_options
+
+    options = onnx_session_options(threads)
     options.log_severity_level = 4  # onnxruntime logs only fatal errors: failures become one-line ModelErrors here
     for key, value in BOARD_NUMERICS.items():
         options.add_session_config_entry(key, value)
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
     source = str(model) if isinstance(model, Path) else model
     try:
         return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
@@ -128,7 +127,8 @@ class EdgeBundle:
         """The model id every .psem this bundle writes names as its "encoder"."""
         return self.vision.model_id
 
-    def encode_image(self, image: Any, out: BinaryIO, *, max_layers: int | None = None,
-                     max_bytes: int | None = None) -> EncodeReport:
-        """Encode an RGB PIL image into a .psem stream: the bytes prosemc.pipeline.encode_image writes."""
-        return encode_image(image, out, self.vision, codec=self.codec, max_layers=max_layers, max_bytes=max_bytes)
+    def encode_image(self, image: Any, out: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None,
+                     compact: bool = False) -> EncodeReport:
+        """Encode an RGB PIL image into a .psem stream (full or compact form), as prosemc.pipeline.encode_image."""
+        return encode_image(image, out, self.vision, codec=self.codec, max_layers=max_layers, max_bytes=max_bytes,
+                            compact=compact)

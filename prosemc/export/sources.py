@@ -112,6 +112,10 @@ def edge_source(model: str, image_size: int | None = None) -> EdgeSource:
 
         recipe = PixelRecipe(INPUT_SIZE, INPUT_SIZE, "short-side-crop", "bicubic", short_side=INPUT_SIZE)
         return EdgeSource("lite", "lite", LiteEdge(build_encoder()).eval(), recipe, {}, "in graph: (x - 127) / 128")
+    from prosemc.models import BUILTIN_MODELS
+
+    if model in BUILTIN_MODELS:
+        raise InputError(f"prosemc exports 'lite' and Hugging Face VLMs, not {model!r} yet; export --model lite")
     from transformers.utils import logging as transformers_logging
 
     from prosemc.models.hf import load_hf_model
