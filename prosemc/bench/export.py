@@ -300,9 +300,17 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str, aarch64: dic
         f"{_yes(coder['portable']['encode_all_layers_ms_median'] <= 20)} |",
     ]
     if aarch64:
-        lines.append(f"| emulated aarch64 edge `.psem` byte-identical to x86's | {aarch64['identical']} "
-                     f"({aarch64['photos']} photos, {aarch64['python']}, onnxruntime {aarch64['onnxruntime']}) | "
-                     f"{_yes(aarch64['identical'] == aarch64['photos'])} |")
+        board = aarch64["int8_parity_aarch64"]
+        lines += [
+            f"| emulated aarch64: codec + portable coder byte-identical to x86 on the same tokens | "
+            f"{aarch64['codec_identical_on_same_tokens']} of {aarch64['codec_checks']} | "
+            f"{_yes(aarch64['codec_identical_on_same_tokens'] == aarch64['codec_checks'])} |",
+            f"| emulated aarch64: whole-edge .psem byte-identical to x86 | fp32 {aarch64['fp32_psem_identical']}, int8 "
+            f"{aarch64['int8_psem_identical']} of {aarch64['photos']} | "
+            f"{_yes(aarch64['int8_psem_identical'] == aarch64['photos'])} |",
+            f"| emulated aarch64 int8 parity (board numerics) | cosine mean {board['token_cosine_mean']}, min "
+            f"{board['token_cosine_min']}, top-1 {board['top1_agreement']} | {_yes(board['token_cosine_min'] >= 0.975)} |",
+        ]
     lines += ["", "## int8 choices (token cosine vs torch fp32)", "",
               "| choice | mean | min |", "| --- | --- | --- |"]
     lines += [f"| {c['choice']} | {c['token_cosine_mean']} | {c['token_cosine_min']} |" for c in results["choices"]]
