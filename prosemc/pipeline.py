@@ -33,7 +33,7 @@ from prosemc.format import (
 )
 from prosemc.format.idle import IdleTimeoutStream, with_idle_timeout
 from prosemc.format.spec import LAYER_TYPE
-from prosemc.models import BUILTIN_MODELS, EdgeTokens, VisionLanguageModel, load_model
+from prosemc.models import BUILTIN_MODELS, Answer, EdgeTokens, VisionLanguageModel, load_model
 from prosemc.profiles import default_store, profile_of
 
 
@@ -50,6 +50,7 @@ class EncodeReport:
     bytes_written: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     profile_id: str | None = None  # hex id of the profile a compact file names (None: full form)
+    entropy_coder: str | None = None  # the entropy coder implementation used ("constriction", "portable"), if any
 
 
 def default_codec(model_name: str) -> str:
@@ -100,17 +101,19 @@ def encode_image(
     max_layers: int | None = None,
     max_bytes: int | None = None,
     compact: bool = False,
+    codec: Codec | None = None,
 ) -> EncodeReport:
     """Encode an RGB PIL image into a `.psem` stream, keeping the largest layer prefix within the limits.
 
     compact: write the compact form, which names the header's profile (`profile_of`) instead of spelling it out.
+    codec: a codec instance (e.g. with an edge bundle's weights), used instead of codec_name / codec_weights.
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
     edge = model.encode_image(image)
     timings["vision_encoder"] = (time.perf_counter() - start) * 1e3
-    codec = codec_for(codec_name or ("metaae" if codec_weights else default_codec(model.model_id)), model.model_id,
-                      codec_weights)
+    codec = codec or codec_for(codec_name or ("metaae" if codec_weights else default_codec(model.model_id)),
+                               model.model_id, codec_weights)
     start = time.perf_counter()
     header, layers = build_psem(edge, model.model_id, codec)
     timings["codec"] = (time.perf_counter() - start) * 1e3
@@ -123,8 +126,10 @@ def encode_image(
     writer = PsemWriter(out, header, profile=profile)
     for payload in layers[:keep]:
         writer.add_layer(payload)
+    coder = getattr(codec, "coder", None)
     return EncodeReport(model.model_id, codec.codec_id, header.token_shape, header_bytes, layer_bytes, keep,
-                        writer.bytes_written, timings, writer.profile_id.hex() if writer.profile_id else None)
+                        writer.bytes_written, timings, writer.profile_id.hex() if writer.profile_id else None,
+                        getattr(coder, "implementation", None))
 
 
 @dataclass
@@ -199,12 +204,36 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
             raise budget.too_small(first_layer_end - len(reader.header_bytes))
         why = f"the sender stalled for {stalled:g} s; " if stalled is not None else ""
         raise InputError(f"the .psem holds no complete layer ({why}{end.describe()}); send at least layer 1")
+    decoded = decode_prefix(header, codec, layers, bytes_used, end)
+    decoded.stalled_after_s = stalled
+    return decoded
+
+
+def decode_prefix(header: PsemHeader, codec: Codec, layers: list[bytes], bytes_used: int, end: ReadEnd) -> DecodedTokens:
+    """Decode the layer payloads that arrived (a stream read layer by layer, e.g. by the server)."""
+    if not layers:
+        raise InputError(f"the .psem holds no complete layer ({end.describe()}); send at least layer 1")
+    if len(header.token_shape) != 2:
+        raise InputError(f"tokens in this .psem are {len(header.token_shape)}-D; prosemc decodes [N, D] tokens only")
+    n, d = header.token_shape
     tokens = codec.decode(header.codec_params, layers, (n, d))
     if not np.isfinite(tokens).all():
         raise CodecError(f"{header.codec_id} decoded non-finite tokens (inf or NaN); the file is corrupt or hostile")
     info = header.metadata.get("info", {})
     return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used,
-                         end, stalled)
+                         end, None)
+
+
+def answer_report(decoded: DecodedTokens, answer: Answer, timings_ms: dict[str, float]) -> dict[str, Any]:
+    """The JSON report of an answer (`prosemc query --json`, the server's reply): stable keys."""
+    labels = answer.labels
+    return {
+        "answer": answer.text, "model": decoded.header.encoder, "codec": decoded.header.codec_id,
+        "labels": [{"label": name, "probability": round(float(p), 4)} for name, p in labels] if labels else None,
+        "layers_used": decoded.layers_used, "layers_declared": decoded.header.layers, "bytes_used": decoded.bytes_used,
+        "status": decoded.end.status, "stalled": decoded.stalled_after_s is not None,
+        "timings_ms": {k: round(v, 2) for k, v in timings_ms.items()},
+    }
 
 
 def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageModel:

@@ -51,10 +51,14 @@ READ_TIMEOUT = click.option(
               help="Write the compact form: a short header (18 bytes for lite) naming the model + codec profile "
                    "instead of the ~250-byte full one, and 5-9 bytes of framing per layer instead of 16; for thin "
                    "links to a receiver that knows the profile (`prosemc profiles`).")
+@click.option("--bundle", type=click.Path(file_okay=False), default=None,
+              help="Run an exported edge bundle (`prosemc export`) with onnxruntime instead of the torch model: no "
+                   "torch needed (pip install 'prosemc[edge]'). The bundle fixes model and codec.")
 @click.option("--json", "as_json", is_flag=True, help="Report sizes and timings as JSON (stderr when -o -).")
 @threads_option
-def encode(image: str, output: str, model: str, codec_name: str | None, codec_weights: str | None, layers: int | None,
-           max_bytes: int | None, compact: bool, as_json: bool) -> None:
+@click.pass_context
+def encode(ctx: click.Context, image: str, output: str, model: str, codec_name: str | None, codec_weights: str | None,
+           layers: int | None, max_bytes: int | None, compact: bool, bundle: str | None, as_json: bool) -> None:
     """Encode IMAGE (JPEG, PNG, WebP, BMP, GIF; or - for stdin) into a layered .psem.
 
     Runs the model's vision encoder (the edge half), compresses its tokens into progressive layers and
@@ -65,22 +69,37 @@ def encode(image: str, output: str, model: str, codec_name: str | None, codec_we
       prosemc encode photo.jpg -o photo.psem
       prosemc encode photo.jpg -o - --max-bytes 2000 | nc cloud 9000
       prosemc encode photo.jpg -o - --compact --max-bytes 384 | nc cloud 9000
+      prosemc encode --bundle edge/ cam.jpg -o - | nc cloud 9000      # on the board, without torch
     """
-    from prosemc.models import load_model
+    from prosemc.errors import InputError
     from prosemc.models.images import load_image
-    from prosemc.pipeline import encode_image
 
+    if bundle is not None:
+        fixed = [f"--{name.replace('_name', '').replace('_', '-')}" for name in ("model", "codec_name", "codec_weights")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if fixed:
+            raise InputError(f"{' and '.join(fixed)} cannot be combined with --bundle, which fixes model and codec; "
+                             "export another bundle instead")
     with atomic_output(output, inputs=[image]) as out:  # checked now, created at the first byte
         start = time.perf_counter()
         with open_input(image) as stream:
             picture = load_image(stream if image == "-" else image)
         load_ms = (time.perf_counter() - start) * 1e3
-        vlm = load_model(model)
-        report = encode_image(picture, out, vlm, codec_name=codec_name, codec_weights=codec_weights, max_layers=layers,
-                              max_bytes=max_bytes, compact=compact)
+        if bundle is not None:
+            from prosemc.export.bundle import EdgeBundle
+
+            report = EdgeBundle.load(bundle).encode_image(picture, out, max_layers=layers, max_bytes=max_bytes,
+                                                          compact=compact)
+        else:
+            from prosemc.models import load_model
+            from prosemc.pipeline import encode_image
+
+            report = encode_image(picture, out, load_model(model), codec_name=codec_name, codec_weights=codec_weights,
+                                  max_layers=layers, max_bytes=max_bytes, compact=compact)
     kept = report.layer_bytes[: report.layers_written]
     data = {
         "output": display_name(output, "<stdout>"), "model": report.model, "codec": report.codec,
+        "entropy_coder": report.entropy_coder, "runtime": "onnxruntime" if bundle else "torch",
         "tokens": list(report.token_shape), "header_bytes": report.header_bytes, "layer_bytes": kept,
         "layers": report.layers_written, "layers_produced": len(report.layer_bytes), "bytes": report.bytes_written,
         "form": "compact" if compact else "full", "profile": report.profile_id,
@@ -167,7 +186,7 @@ def query(source: str, question: str, model: str | None, layers: int | None, max
       prosemc encode cam.jpg -o - | ssh cloud prosemc query - "what is shown?"
     """
     from prosemc.errors import InputError
-    from prosemc.pipeline import read_tokens
+    from prosemc.pipeline import answer_report, read_tokens
 
     if not question.strip():
         raise InputError("the question is empty; ask something, e.g. \"what is shown?\"")
@@ -181,13 +200,7 @@ def query(source: str, question: str, model: str | None, layers: int | None, max
     start = time.perf_counter()
     answer = loader.ready().answer(decoded.edge, question)
     answer_ms = (time.perf_counter() - start) * 1e3
-    labels = [{"label": name, "probability": round(float(p), 4)} for name, p in answer.labels] if answer.labels else None
-    data = {
-        "answer": answer.text, "labels": labels, "model": decoded.header.encoder, "codec": decoded.header.codec_id,
-        "layers_used": decoded.layers_used, "layers_declared": decoded.header.layers, "bytes_used": decoded.bytes_used,
-        "status": decoded.end.status, "stalled": decoded.stalled_after_s is not None,
-        "timings_ms": {"read_decode": round(decode_ms, 2), "answer": round(answer_ms, 2)},
-    }
+    data = answer_report(decoded, answer, {"read_decode": decode_ms, "answer": answer_ms})
     click.echo(json.dumps(data, sort_keys=True) if as_json else answer.text)
 
 
