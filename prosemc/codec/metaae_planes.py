@@ -33,12 +33,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from prosemc.codec.base import EncodedTokens
-from prosemc.codec.entropy import DEFAULT_CODER_ID, FrequencyTable, coder_for_id
+from prosemc.codec.entropy import FrequencyTable
 from prosemc.codec.limits import ans_payload_bytes
 from prosemc.codec.metaae_token import (
     ANS_SLACK_BITS,
-    CODEC_ID,
     MAX_LAYERS,
+    LayeredWeightsCodec,
     check_shape,
     check_stream,
     check_tokens,
@@ -285,22 +285,10 @@ class PlaneState:
         return np.clip(a + b * analytic, 0.0, 1.0)
 
 
-class PlaneMetaAECodec:
+class PlaneMetaAECodec(LayeredWeightsCodec):
     """metaae/1 over token/2 weights: progressive codec of tokens [N, D] for any model (numpy)."""
 
-    codec_id = CODEC_ID
-
-    def __init__(self, weights: PlaneWeights, layers: int | None = None, coder_id: str = DEFAULT_CODER_ID) -> None:
-        self.weights = weights
-        count = weights.layer_count
-        if layers is not None and not 1 <= int(layers) <= count:
-            raise CodecError(f"metaae/1 with these weights codes 1..{count} layers, got {layers}")
-        self.layers = int(layers) if layers is not None else count
-        self.coder = coder_for_id(coder_id)
-
-    def describe(self) -> dict[str, Any]:
-        return {"codec": {"id": self.codec_id, "model_sha256": self.weights.sha256},
-                "entropy": {"id": self.coder.coder_id}}
+    weights: PlaneWeights
 
     def _rows(self, rows: int) -> int:
         transform = self.weights.transform

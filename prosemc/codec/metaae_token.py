@@ -246,12 +246,12 @@ def read_grouped(reader: Any, keys: np.ndarray, tables: Sequence[FrequencyTable]
     return out
 
 
-class TokenMetaAECodec:
-    """metaae/1 over per-token weights: progressive codec of tokens [N, D] for any model (numpy)."""
+class LayeredWeightsCodec:
+    """What both per-token codecs share: weights with layer_count and sha256, the layers to write, the coder."""
 
     codec_id = CODEC_ID
 
-    def __init__(self, weights: TokenWeights, layers: int | None = None, coder_id: str = DEFAULT_CODER_ID) -> None:
+    def __init__(self, weights: Any, layers: int | None = None, coder_id: str = DEFAULT_CODER_ID) -> None:
         self.weights = weights
         count = weights.layer_count
         if layers is not None and not 1 <= int(layers) <= count:
@@ -262,6 +262,12 @@ class TokenMetaAECodec:
     def describe(self) -> dict[str, Any]:
         return {"codec": {"id": self.codec_id, "model_sha256": self.weights.sha256},
                 "entropy": {"id": self.coder.coder_id}}
+
+
+class TokenMetaAECodec(LayeredWeightsCodec):
+    """metaae/1 over per-token token/1 weights: progressive codec of tokens [N, D] for any model (numpy)."""
+
+    weights: TokenWeights
 
     def latent(self, tokens: np.ndarray) -> np.ndarray:
         """Latent z [N, L] float64 of tokens [N, D] (clipped to the trained range)."""
@@ -371,5 +377,5 @@ def check_shape(shape: Sequence[int], dim: int) -> int:
     return rows
 
 
-__all__ = ["TokenMetaAECodec", "TokenWeights", "LatentState", "check_sha256", "check_stream", "check_tokens",
+__all__ = ["LayeredWeightsCodec", "TokenMetaAECodec", "TokenWeights", "LatentState", "check_sha256", "check_stream", "check_tokens",
            "check_shape", "grouped_symbols", "read_grouped"]
