@@ -53,3 +53,12 @@ def test_tokens_that_do_not_fill_whole_tiles_are_refused() -> None:
     two_tiles = np.random.default_rng(0).normal(size=(392, 112)).astype(np.float32)
     encoded = codec.encode(two_tiles)  # two tiles of the grid are fine
     assert codec.decode(encoded.params, encoded.layers, two_tiles.shape).shape == (392, 112)
+
+
+def test_band_groups_with_too_few_samples_for_a_pca_are_merged() -> None:
+    from prosemc.training.token_fit import merged_band_groups
+
+    assert merged_band_groups((0, 1, 3, 7), np.array([10, 50, 300, 1000]), 100) == (0, 7)
+    assert merged_band_groups((0, 1, 3, 7), np.array([200, 500, 300, 1000]), 100) == (0, 1, 3, 7)
+    assert merged_band_groups((0, 1), np.array([500, 20]), 100) == (0,)  # the last one joins the one before
+    assert merged_band_groups((0,), np.array([5]), 100) == (0,)

@@ -81,6 +81,8 @@ def fit_transform(tokens: np.ndarray, grid: tuple[int, int] | None, config: Toke
         tiles = sample.reshape(-1, rows, cols, dim)
         sample = np.einsum("ui,vj,sijc->suvc", row_basis, col_basis, tiles).reshape(-1, rows * cols, dim)
         group = np.searchsorted(np.array(starts[1:]), zigzag_index(rows, cols), side="right")
+        starts = merged_band_groups(starts, np.bincount(group, minlength=len(starts)) * sample.shape[0], 2 * dim)
+        group = np.searchsorted(np.array(starts[1:]), zigzag_index(rows, cols), side="right")
     else:
         sample, group = sample.reshape(-1, 1, dim), np.zeros(1, dtype=np.int64)
     rotations = []
@@ -92,6 +94,21 @@ def fit_transform(tokens: np.ndarray, grid: tuple[int, int] | None, config: Toke
         rotations.append(vectors)
     return GridTransform(mean.astype(np.float32), np.array(rotations, dtype=np.float32), np.ones(dim, np.float32),
                          rows, cols, starts)
+
+
+def merged_band_groups(starts: tuple[int, ...], samples: np.ndarray, minimum: int) -> tuple[int, ...]:
+    """Band group starts with every group that has fewer than `minimum` training samples [P] merged into the next
+    finer one (the last into the one before): a PCA of fewer samples than channels leaves directions with no
+    training variance, which the schedule would never code, capping the finest layer on new photos."""
+    merged: list[list[int]] = []
+    for start, count in zip(starts, samples.tolist()):
+        if merged and merged[-1][1] < minimum:
+            merged[-1][1] += count
+        else:
+            merged.append([start, count])
+    if len(merged) > 1 and merged[-1][1] < minimum:
+        merged[-2][1] += merged.pop()[1]
+    return tuple(start for start, _ in merged)
 
 
 def train_gains(tokens: np.ndarray, transform: GridTransform, config: TokenConfig,
@@ -251,6 +268,7 @@ def schedule(coefs: np.ndarray, blocks: np.ndarray, count: int, step0: float, co
             previous = level.copy()
             while target < len(targets) - 1 and spent >= targets[target]:
                 target += 1
+    level = np.where(level < 0, config.levels - 1, level)  # the last layer codes every block, even one silent in training
     if not layers or not np.array_equal(layers[-1], level):
         layers.append(level.copy())
     return np.array(layers, dtype=np.int32)
