@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from prosemc.codec import Codec, codec_from_header, make_codec
-from prosemc.errors import CodecError, InputError, ModelError
+from prosemc.errors import CodecError, InputError, ModelMismatchError
 from prosemc.format import (
     PrefixBudget,
     ProfileStore,
@@ -35,6 +35,7 @@ from prosemc.format.idle import IdleTimeoutStream, with_idle_timeout
 from prosemc.format.spec import LAYER_TYPE
 from prosemc.models import BUILTIN_MODELS, EdgeTokens, VisionLanguageModel, load_model
 from prosemc.profiles import default_store, profile_of
+from prosemc.text import plural
 
 
 @dataclass
@@ -50,6 +51,7 @@ class EncodeReport:
     bytes_written: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     profile_id: str | None = None  # hex id of the profile a compact file names (None: full form)
+    header: PsemHeader | None = None  # the full header (what a compact file's profile + patch stand for)
 
 
 def default_codec(model_name: str) -> str:
@@ -124,7 +126,7 @@ def encode_image(
     for payload in layers[:keep]:
         writer.add_layer(payload)
     return EncodeReport(model.model_id, codec.codec_id, header.token_shape, header_bytes, layer_bytes, keep,
-                        writer.bytes_written, timings, writer.profile_id.hex() if writer.profile_id else None)
+                        writer.bytes_written, timings, writer.profile_id.hex() if writer.profile_id else None, header)
 
 
 @dataclass
@@ -137,6 +139,8 @@ class DecodedTokens:
     bytes_used: int
     end: ReadEnd
     stalled_after_s: float | None = None  # the idle timeout that ended the stream, if the sender stalled
+    layer_bytes: list[int] = field(default_factory=list)  # file bytes (frame included) of each layer used
+    header_bytes: int = 0  # file bytes of the header
 
 
 def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None,
@@ -170,8 +174,8 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
     n, d = header.token_shape
     bounds = codec.max_layer_bytes(header.codec_params, (n, d))
     if len(bounds) != header.layers:
-        raise CodecError(f"the header declares {header.layers} layers, but its {header.codec_id} parameters describe "
-                         f"{len(bounds)}; the file is corrupt or hostile, re-encode it")
+        raise CodecError(f"the header declares {plural(header.layers, 'layer')}, but its {header.codec_id} parameters "
+                         f"describe {len(bounds)}; the file is corrupt or hostile, re-encode it")
     reader.max_layer_bytes = bounds
     if on_header is not None:
         on_header(header)
@@ -186,9 +190,11 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
         return (max_layers is None or seq < max_layers) and (max_bytes is None or end <= max_bytes)
 
     layers: list[bytes] = []
+    layer_bytes: list[int] = []
     bytes_used = len(reader.header_bytes)
     for chunk in reader.chunks(wanted):  # read to the end even past the limits: every CRC is verified
         layers.append(chunk.payload)
+        layer_bytes.append(chunk.size)
         bytes_used = chunk.end
     end = reader.end
     assert end is not None
@@ -204,7 +210,7 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
         raise CodecError(f"{header.codec_id} decoded non-finite tokens (inf or NaN); the file is corrupt or hostile")
     info = header.metadata.get("info", {})
     return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used,
-                         end, stalled)
+                         end, stalled, layer_bytes, len(reader.header_bytes))
 
 
 def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageModel:
@@ -219,10 +225,10 @@ def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageMo
     if requested is None:
         requested = encoder_id if encoder_id in BUILTIN_MODELS else recorded_hub_id(encoder_id)
         if requested is None:
-            raise ModelError(f"this .psem was made by model {encoder_id!r} from a local folder; pass that checkpoint "
-                             "(hub id or folder) with --model")
+            raise ModelMismatchError(f"this .psem was made by model {encoder_id!r} from a local folder; pass that "
+                                     "checkpoint (hub id or folder) as the model to answer with")
     model = load_model(requested)
     if not same_checkpoint(encoder_id, model.model_id):
-        raise ModelError(f"this .psem was made by model {encoder_id!r}, not {model.model_id!r}; query it with that "
-                         f"model (or re-encode the image with --model {requested})")
+        raise ModelMismatchError(f"this .psem was made by model {encoder_id!r}, not {model.model_id!r}; query it with "
+                                 f"that model (or re-encode the image with model {requested!r})")
     return model
