@@ -23,9 +23,11 @@ install: $(STAMP)
 demo: install
 	$(PY) cli/demo.py
 
-# netcat is needed by the end-to-end pipe tests (real `nc` on loopback).
+# netcat and curl are needed by the end-to-end tests (real `nc` and `curl` on loopback); iproute2 (ip, tc) by the
+# thin-link tests (network namespaces, as root; without them the relay fallback runs).
 test: install
-	command -v nc >/dev/null || (apt-get update -qq && apt-get install -y -qq netcat-openbsd >/dev/null)
+	command -v nc >/dev/null && command -v curl >/dev/null && command -v ip >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq netcat-openbsd curl iproute2 >/dev/null)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install

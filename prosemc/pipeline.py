@@ -205,12 +205,28 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
             raise budget.too_small(first_layer_end - len(reader.header_bytes))
         why = f"the sender stalled for {stalled:g} s; " if stalled is not None else ""
         raise InputError(f"the .psem holds no complete layer ({why}{end.describe()}); send at least layer 1")
+    decoded = decode_prefix(header, codec, layers, bytes_used, end, layer_bytes, len(reader.header_bytes))
+    decoded.stalled_after_s = stalled
+    return decoded
+
+
+def decode_prefix(header: PsemHeader, codec: Codec, layers: list[bytes], bytes_used: int, end: ReadEnd,
+                  layer_bytes: list[int] | None = None, header_bytes: int = 0) -> DecodedTokens:
+    """Decode the layer payloads that arrived (a stream read layer by layer, e.g. by the server).
+
+    layer_bytes, header_bytes: the file bytes of those layers (frames included) and of the header, for reports.
+    """
+    if not layers:
+        raise InputError(f"the .psem holds no complete layer ({end.describe()}); send at least layer 1")
+    if len(header.token_shape) != 2:
+        raise InputError(f"tokens in this .psem are {len(header.token_shape)}-D; prosemc decodes [N, D] tokens only")
+    n, d = header.token_shape
     tokens = codec.decode(header.codec_params, layers, (n, d))
     if not np.isfinite(tokens).all():
         raise CodecError(f"{header.codec_id} decoded non-finite tokens (inf or NaN); the file is corrupt or hostile")
     info = header.metadata.get("info", {})
     return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used,
-                         end, stalled, layer_bytes, len(reader.header_bytes))
+                         end, None, list(layer_bytes or []), header_bytes)
 
 
 def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageModel:

@@ -88,3 +88,18 @@ def psem_fields(header: Any, layer_sizes: Sequence[int], header_bytes: int, tota
         "bytes": total_bytes if total_bytes is not None else header_bytes + sum(layer_sizes),
     }
     return {**fields, **extra}
+
+
+def decoded_fields(decoded: Any) -> dict[str, Any]:
+    """The report fields of a DecodedTokens (prosemc.pipeline): the .psem fields of the layers used, status, stalled."""
+    return {**psem_fields(decoded.header, decoded.layer_bytes, decoded.header_bytes, decoded.bytes_used),
+            "status": decoded.end.status, "stalled": decoded.stalled_after_s is not None}
+
+
+def answer_report(decoded: Any, answer: Any, timings_ms: dict[str, float], **fields: Any) -> dict[str, Any]:
+    """The `query` report of an answer from decoded tokens (`prosemc query --json`, the server's reply).
+
+    fields: what the caller knows besides (input, question, ...), placed after the envelope.
+    """
+    return document("query", **fields, answer=answer.text, labels=labels_list(answer.labels),
+                    **decoded_fields(decoded), timings_ms=milliseconds(timings_ms))

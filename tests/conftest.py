@@ -14,14 +14,18 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# User state goes to a per-run temp dir, never ~/.cache: SmolLM2 is converted once per test run.
-os.environ["PROSEMC_CACHE"] = tempfile.mkdtemp(prefix="prosemc-test-cache-")
+# User state goes to a per-run temp dir, never ~/.cache: SmolLM2 is converted once per test run. pytest-xdist's
+# workers inherit the controller's environment, so they share its folder (conversions are locked across processes).
+if "PROSEMC_TEST_CACHE" not in os.environ:
+    os.environ["PROSEMC_TEST_CACHE"] = tempfile.mkdtemp(prefix="prosemc-test-cache-")
+os.environ["PROSEMC_CACHE"] = os.environ["PROSEMC_TEST_CACHE"]
 os.environ["PROSEMC_PROFILES"] = os.path.join(os.environ["PROSEMC_CACHE"], "profiles")  # never ~/.config
 
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    shutil.rmtree(os.environ["PROSEMC_CACHE"], ignore_errors=True)  # ~0.5 GB of converted SmolLM2
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller, or a run without xdist, cleans up
+        shutil.rmtree(os.environ["PROSEMC_CACHE"], ignore_errors=True)  # ~0.5 GB of converted SmolLM2
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -128,6 +128,8 @@ def cli() -> None:
       prosemc truncate x.psem -o small.psem --max-bytes 1000
       prosemc encode img.jpg -o - --compact --max-bytes 384 | nc cloud 9000
       prosemc encode cam.jpg -o - | ssh cloud prosemc query - "what is shown?"
+      prosemc serve                                   # the cloud, kept warm
+      prosemc send cam.jpg http://cloud:8000 "what is shown?" --deadline 2 --confidence 0.9
 
     Every FILE argument accepts - for stdin/stdout. Messages go to stderr as "prosemc: ..." (-q: errors
     only, -v: more detail); --json reports follow one schema (docs/json.md). Errors exit with code 2 and one
@@ -158,4 +160,4 @@ def main() -> None:
         os.kill(os.getpid(), stop.signum)
 
 
-from prosemc.cli import bench, container, evaluate, fit, main_job, models, profiles  # noqa: E402,F401  (commands)
+from prosemc.cli import bench, container, evaluate, fit, main_job, models, profiles, serve  # noqa: E402,F401

@@ -141,3 +141,28 @@ def rd(out_dir: Path | None, as_json: bool, model: str, codecs: tuple[str, ...],
     name = f"rd-{model.replace('/', '_')}"
     bench_rd.plot(evaluation, folder / f"{name}.png")
     save(folder, "rd", name, results, bench_rd.markdown(results, machine(), f"{name}.png"), as_json)
+
+
+@bench.command(name="serve")
+@OUT
+@AS_JSON
+@threads_option
+@click.option("--seconds", type=click.FloatRange(min=5), default=120, show_default=True, help="Length of the 16-client load.")
+@click.option("--fault-seconds", type=click.FloatRange(min=5), default=30, show_default=True,
+              help="Length of each half of the stalled/killed-client comparison.")
+@click.option("--views", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Views per held-out photo for the estimator measurement.")
+def serve_bench(out_dir: Path | None, as_json: bool, seconds: float, fault_seconds: float, views: int) -> None:
+    """The warm server over a real 1 Mbps + 200 ms link: answer times, end to end, estimator, load, faults.
+
+    Builds the link with network namespaces (root) or a throttling relay, starts `prosemc serve` at its cloud
+    end and runs the clients at its edge end. Takes about 8 minutes with the defaults.
+    """
+    from prosemc.bench import serve as bench_serve
+
+    folder = out_folder(out_dir, "serve")
+    results = bench_serve.run(heldout_photos(), seconds=seconds, fault_seconds=fault_seconds, views=views,
+                              progress=lambda line: click.echo(f"prosemc bench serve: {line}", err=True))
+    bench_serve.plot(results, folder / "serve-lite.png")
+    del results["estimator_rows"], results["end_to_end_rows"]
+    save(folder, "serve", "serve-lite", results, bench_serve.markdown(results, machine(), "serve-lite.png"), as_json)

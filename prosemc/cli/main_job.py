@@ -17,7 +17,7 @@ from prosemc.cli.io import atomic_output, display_name, open_input, writable_fol
 from prosemc.cli.options import threads_option
 from prosemc.codec import codec_names
 from prosemc.format.idle import DEFAULT_IDLE_TIMEOUT, can_stall
-from prosemc.report import document, labels_list, milliseconds, psem_fields
+from prosemc.report import answer_report, decoded_fields, document, milliseconds, psem_fields
 
 FILE = click.Path(dir_okay=False, allow_dash=True)
 
@@ -204,15 +204,9 @@ def decode(source: str, output: str, layers: int | None, max_bytes: int | None, 
         meta = {"encoder": decoded.header.encoder, "codec": decoded.header.codec_id,
                 "layers_used": str(decoded.layers_used), "info": json.dumps(decoded.edge.info, sort_keys=True)}
         out.write(save({"tokens": decoded.edge.tokens}, metadata=meta))
-    report = document("decode", input=name, output=display_name(output, "<stdout>"), **_decoded_fields(decoded))
+    report = document("decode", input=name, output=display_name(output, "<stdout>"), **decoded_fields(decoded))
     emit(report, as_json, f"decoded {plural(decoded.layers_used, 'layer')} of {name} -> {report['output']}, tokens "
                           f"{list(decoded.edge.tokens.shape)}", data_on_stdout=output == "-")
-
-
-def _decoded_fields(decoded: Any) -> dict[str, Any]:
-    """The report fields of what read_tokens decoded: the .psem fields of the layers used, status, stalled."""
-    return {**psem_fields(decoded.header, decoded.layer_bytes, decoded.header_bytes, decoded.bytes_used),
-            "status": decoded.end.status, "stalled": decoded.stalled_after_s is not None}
 
 
 def _say_if_incomplete(name: str, decoded: Any) -> None:
@@ -344,9 +338,8 @@ def _answer_one(source: str, question: str, requested: str | None, settings: dic
     start = time.perf_counter()
     answer = loader.ready().answer(decoded.edge, question)
     answer_ms = _ms_since(start)
-    return document("query", input=name, question=question, answer=answer.text, labels=labels_list(answer.labels),
-                    **_decoded_fields(decoded),
-                    timings_ms=milliseconds({"read_decode": decode_ms, "answer": answer_ms}))
+    return answer_report(decoded, answer, {"read_decode": decode_ms, "answer": answer_ms}, input=name,
+                         question=question)
 
 
 class _ModelLoader:

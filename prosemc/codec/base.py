@@ -5,6 +5,10 @@
 
 `params` is a small JSON-able dict the decoder needs (step sizes, table ids, ...). It is written into the
 `.psem` header's "codec" section, so it must be fully determined before the first layer is sent.
+
+Optional: `quality_estimate(params, layers, shape) -> float`, the predicted mean per-token cosine between the
+tokens these layers decode to and the full tokens (the "error head" that lets `prosemc send --confidence` stop
+early). Codecs without it lack the attribute; `has_quality_estimate` tells.
 """
 
 from __future__ import annotations
@@ -47,3 +51,17 @@ class Codec(Protocol):
         """The most payload bytes each layer of a stream with these params and token shape [N, D] can hold, one
         entry per layer the stream has; CodecError for params or a shape this codec cannot decode."""
         ...
+
+
+class QualityEstimating(Codec, Protocol):
+    """A codec that also predicts, from the layers alone, how close their decode is to the full tokens."""
+
+    def quality_estimate(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> float:
+        """Predicted mean per-token cosine between the tokens decoded from these layers and the full,
+        uncompressed tokens, in [0, 1]."""
+        ...
+
+
+def has_quality_estimate(codec: Any) -> bool:
+    """Whether `codec` implements the optional `quality_estimate` method."""
+    return callable(getattr(codec, "quality_estimate", None))

@@ -42,6 +42,7 @@ from prosemc.codec.entropy import (
     write_table,
 )
 from prosemc.codec.limits import ans_payload_bytes, check_layer_work, varint_bytes
+from prosemc.codec.quality import dead_zone_energy, mean_cosine
 from prosemc.errors import CodecError
 
 PEAK_CAP = 3  # channel peaks 0, 1, 2 and ">= 3"; part of the sr-baseline/1 format
@@ -52,6 +53,7 @@ MAX_FIRST_LAYER_LEVELS = 1024  # layer 1's step is at least max|x| / this, bound
 MAX_TOKEN_VALUES = 1 << 24  # N * D cap: a decoder never allocates more than a few hundred MB for a claimed shape
 MIN_STEP = float(np.finfo(np.float32).tiny)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FIRST_LAYER_GROWTH = 2.0  # quality_estimate: assumed growth of small values per octave below layer 1's threshold
 
 
 @dataclass(frozen=True)
@@ -312,6 +314,28 @@ class SuccessiveRefinementCodec:
         Each layer works only on the channels it codes coefficients in, so its cost is its symbols plus N per such
         channel, and that cost is bounded by its bytes (prosemc.codec.limits) before it is paid.
         """
+        return self._decode_state(params, layers, shape)[0].tokens()
+
+    def quality_estimate(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> float:
+        """Predicted mean per-token cosine between the tokens decoded from these layers and the full,
+        uncompressed tokens, in [0, 1] (analytic, from the last step and the significance counts; see
+        prosemc.codec.quality)."""
+        state, new_counts = self._decode_state(params, layers, shape)
+        plan = state.plan
+        step = plan.steps[len(layers) - 1]
+        threshold = (1.0 - plan.deadzone_rounding) * step
+        significant = state.significant.sum(axis=1)
+        free = state.significant.size - int(significant.sum())
+        previous = new_counts[-2] if len(new_counts) > 1 else None
+        dead_zone = dead_zone_energy(new_counts[-1], previous, threshold, free, FIRST_LAYER_GROWTH)
+        insignificant = state.significant.shape[1] - significant
+        decoded = (state.reconstruction**2).sum(axis=1)
+        error = significant * step**2 / 12.0 + insignificant * dead_zone / max(free, 1)
+        return mean_cosine(decoded, decoded + error, decoded)
+
+    def _decode_state(self, params: dict[str, Any], layers: Sequence[bytes],
+                      shape: tuple[int, int]) -> tuple[RefinementState, list[int]]:
+        """The decoder state after these layers, and how many values each layer made newly significant."""
         plan = LayerPlan.from_params(params)
         shape = check_shape(shape)
         if not 1 <= len(layers) <= len(plan.steps):
@@ -320,14 +344,17 @@ class SuccessiveRefinementCodec:
             )
         check_layer_types(layers)
         state = RefinementState(shape, plan)
+        new_counts = []
         for index, (payload, step) in enumerate(zip(layers, plan.steps)):
             try:
                 channels, part, symbols = self._decode_layer(state, bytes(payload))
             except CodecError as error:
                 raise CodecError(f"layer {index + 1}: {error}") from error
+            before = int(state.significant.sum())
             part.apply(symbols, step)
             state.store(channels, part)
-        return state.tokens()
+            new_counts.append(int(state.significant.sum()) - before)
+        return state, new_counts
 
     def _decode_layer(self, state: RefinementState, payload: bytes) -> tuple[np.ndarray, RefinementState, np.ndarray]:
         """The channels [C] this layer codes coefficients in, their state, and their symbols [N, C] (int64)."""

@@ -49,10 +49,16 @@ from prosemc.codec.metaae_weights import (
     shipped_weights_path,
 )
 from prosemc.codec.limits import ans_payload_bytes, check_layer_work
+from prosemc.codec.quality import dead_zone_energy, mean_cosine
 from prosemc.errors import CodecError
 
 
 CODEC_ID = "metaae/1"
+# quality_estimate: |mean token|² / mean |token|² of lite tokens (0.312 over the 34 training photos, view 0),
+# so the mean token's cosine to a token is about sqrt(0.312) = 0.56; and the assumed growth of small values
+# per octave below the first refinement threshold (no earlier level to measure it from).
+POOLED_ENERGY_RATIO = 0.312
+FIRST_REFINEMENT_GROWTH = 1.0
 
 Layer = tuple[np.ndarray, np.ndarray]  # weight [in, out] float32, bias [out] float32
 
@@ -407,6 +413,55 @@ class MetaAutoEncoderCodec:
 
     def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
         """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
+        coarse, state, _ = self._decode_state(params, layers, shape)
+        if state is None:
+            return coarse
+        return state.tokens(coarse if self.weights.pooled else None)
+
+    def quality_estimate(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> float:
+        """Predicted mean per-token cosine between the tokens decoded from these layers and the full,
+        uncompressed tokens, in [0, 1].
+
+        Analytic (prosemc.codec.quality), for pooled weights: level 1 gives every token the mean m', whose
+        cosine to sparse tokens is sqrt(POOLED_ENERGY_RATIO); refinement levels add significant values
+        (error s²/12 each), the dead-zone energy extrapolated from the octave counts, and the fill, whose
+        per-channel value restores m'_c and so explains that much of the not-yet-significant values.
+        NotImplementedError for dense (per-token) autoencoder weights, which have no such model.
+        """
+        w = self.weights
+        if not w.pooled or w.refine is None:
+            raise NotImplementedError("metaae/1 estimates quality only for pooled weights with refinement levels")
+        coarse, state, new_counts = self._decode_state(params, layers, shape)
+        mean = coarse[0].astype(np.float64)  # m' [D]
+        rows = coarse.shape[0]
+        if state is None:
+            significant = np.zeros(coarse.shape, dtype=bool)
+            values, error_per_value, fill_weight, dead_zone = np.zeros(coarse.shape), 0.0, 1.0, 0.0
+            threshold = w.clip[1] - w.clip[0]  # every value lies in the clip range
+        else:
+            refine, k = w.refine, state.applied - 1
+            significant = state.significant
+            values = np.where(significant, state.reconstruction, 0.0)
+            step = refine.steps[k]
+            error_per_value, threshold, fill_weight = step**2 / 12.0, (1.0 - refine.deadzone) * step, refine.fill[k]
+            free_total = int((~significant).sum())
+            previous = new_counts[-2] if len(new_counts) > 1 else None
+            dead_zone = dead_zone_energy(new_counts[-1], previous, threshold, free_total, FIRST_REFINEMENT_GROWTH)
+            dead_zone /= max(free_total, 1)
+        free = ~significant
+        missing = np.maximum(mean * rows - values.sum(axis=0), 0.0)  # [D] mass of the not-yet-significant values
+        free_mean = np.minimum(missing / np.maximum(free.sum(axis=0), 1), threshold)  # [D]
+        fill = fill_weight * free_mean
+        fill_energy = np.minimum(fill**2 / POOLED_ENERGY_RATIO, fill * threshold)  # [D] per free value
+        decoded = (values**2).sum(axis=1)
+        cross = decoded + free @ (fill * free_mean)
+        true = decoded + significant.sum(axis=1) * error_per_value + free @ fill_energy + free.sum(axis=1) * dead_zone
+        return mean_cosine(cross, true, decoded + free @ (fill**2))
+
+    def _decode_state(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]
+                      ) -> tuple[np.ndarray, RefinementState | None, list[int]]:
+        """Tokens' [N, D] of the autoencoder levels, the refinement state (None before level 2) and the values
+        each refinement level made newly significant."""
         w = self.weights
         rows = check_stream(params, layers, shape, w)
         for k, (payload, coded) in enumerate(zip(layers, self._layer_symbols(rows))):
@@ -430,15 +485,18 @@ class MetaAutoEncoderCodec:
                 raise CodecError(f"layer {k + 1}: {error}") from error
         coarse = self.reconstruct(symbols, ae_layers, rows)
         if len(layers) == ae_layers:
-            return coarse
+            return coarse, None, []
         state = RefinementState(self, symbols, rows)
+        new_counts = []
         for k, payload in enumerate(layers[ae_layers:]):
             try:
                 q = state.read(self.coder.reader(bytes(payload)), k)
             except CodecError as error:
                 raise CodecError(f"layer {ae_layers + k + 1}: {error}") from error
+            before = int(state.significant.sum())
             state.apply(q, k)
-        return state.tokens(coarse if w.pooled else None)
+            new_counts.append(int(state.significant.sum()) - before)
+        return coarse, state, new_counts
 
     def reconstruct(self, symbols: np.ndarray, levels: int, rows: int | None = None) -> np.ndarray:
         """Tokens' [N, D] float32 from symbols [N, L] using the first `levels` autoencoder levels.
