@@ -181,3 +181,19 @@ def test_version_lists_the_libraries_and_weights_without_importing_torch(cli_env
 
     sha = hashlib.sha256(shipped_weights_path("lite").read_bytes()).hexdigest()
     assert f"codec weights metaae/1 for lite: sha256 {sha}" in lines
+
+
+def test_quiet_batch_prints_nothing_but_its_json(photos, tmp_path, valid_report):
+    result = invoke("-q", "encode", str(photos / "cat.jpg"), str(photos / "cup.jpg"), "--out-dir", str(tmp_path),
+                    "--json")
+    assert result.exit_code == 0 and result.stderr == ""  # no progress line, no summary
+    assert valid_report(result.stdout, "encode")["succeeded"] == 2
+
+
+def test_counted_nouns_have_the_right_plural():
+    from prosemc.text import plural
+
+    assert [plural(1, "layer"), plural(2, "layer"), plural(0, "complete layer")] == ["1 layer", "2 layers",
+                                                                                       "0 complete layers"]
+    assert [plural(1, "entry"), plural(5, "entry"), plural(3, "single-image process")] == [
+        "1 entry", "5 entries", "3 single-image processes"]

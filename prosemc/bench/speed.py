@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import io
+import os
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def run(photos: dict[str, Any], repeats: int = 5, codec_name: str = "baseline", 
     from prosemc.pipeline import encode_image, read_tokens
     from prosemc.report import codec_object, layers_list
 
+    load_at_start = _load_average()
     model, codec = LiteModel(), make_codec(codec_name)
     first = next(iter(photos.values()))
     start = time.perf_counter()
@@ -124,7 +126,16 @@ def run(photos: dict[str, Any], repeats: int = 5, codec_name: str = "baseline", 
         },
         "threads": threads,
         "batch": batched,
+        "load_average": {"start": load_at_start, "end": _load_average()},
     }
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none): how shared the run was."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def compare_batch(photos: dict[str, Any], count: int, codec_name: str, folder: Path,
@@ -147,7 +158,7 @@ def compare_batch(photos: dict[str, Any], count: int, codec_name: str, folder: P
         for path in paths:
             runs.append(run_module(["prosemc", "encode", str(path), "-o", str(singles / f"{path.stem}.psem"), *codec]))
             if progress:
-                progress.advance(note=f"{len(runs)} single-image processes")
+                progress.advance(note=plural(len(runs), "single-image process"))
         return runs
 
     half = count // 2
@@ -222,7 +233,8 @@ def markdown(results: dict[str, Any], machine: str) -> str:
         "# `prosemc bench speed`",
         "",
         f"Model `{results['model']}`, codec `{results['codec']['id']}`, {len(results['photos'])} packaged photos, "
-        f"best of {results['repeats']} per step. Machine: {machine}.",
+        f"best of {results['repeats']} per step. Machine: {machine}; 1-minute load average "
+        f"{results['load_average']['start']} at the start, {results['load_average']['end']} at the end.",
         "",
         "| measure | value |",
         "| --- | --- |",

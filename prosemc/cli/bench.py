@@ -162,7 +162,7 @@ def serve_bench(out_dir: Path | None, as_json: bool, seconds: float, fault_secon
 
     folder = out_folder(out_dir, "serve")
     results = bench_serve.run(heldout_photos(), seconds=seconds, fault_seconds=fault_seconds, views=views,
-                              progress=lambda line: click.echo(f"prosemc bench serve: {line}", err=True))
+                              progress=lambda line: say(f"bench serve: {line}"))
     bench_serve.plot(results, folder / "serve-lite.png")
     del results["estimator_rows"], results["end_to_end_rows"]
     save(folder, "serve", "serve-lite", results, bench_serve.markdown(results, machine(), "serve-lite.png"), as_json)

@@ -210,9 +210,9 @@ def _log_report(client: str, status: int, started: float, report: dict[str, Any]
 
 
 def configure_logging() -> None:
-    """Request lines on stderr: `prosemc serve: <client> <status> key=value ... latency=<s>`."""
+    """Request lines on stderr: `prosemc: <client> <status> key=value ... latency=<s>`."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("prosemc serve: %(message)s"))
+    handler.setFormatter(logging.Formatter("prosemc: %(message)s"))
     LOG.handlers[:] = [handler]
     LOG.setLevel(logging.INFO)
     LOG.propagate = False
