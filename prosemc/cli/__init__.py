@@ -160,4 +160,4 @@ def main() -> None:
         os.kill(os.getpid(), stop.signum)
 
 
-from prosemc.cli import bench, container, evaluate, fit, main_job, models, profiles, serve  # noqa: E402,F401
+from prosemc.cli import bench, container, evaluate, export, fit, main_job, models, profiles, serve  # noqa: E402,F401

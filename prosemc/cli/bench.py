@@ -166,3 +166,28 @@ def serve_bench(out_dir: Path | None, as_json: bool, seconds: float, fault_secon
     bench_serve.plot(results, folder / "serve-lite.png")
     del results["estimator_rows"], results["end_to_end_rows"]
     save(folder, "serve", "serve-lite", results, bench_serve.markdown(results, machine(), "serve-lite.png"), as_json)
+
+
+@bench.command("export")
+@OUT
+@AS_JSON
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs per step.")
+@click.option("--calibration", default="builtin", show_default=True, help="Calibration photos of the int8 bundle.")
+@threads_option
+def export_command(out_dir: Path | None, as_json: bool, repeats: int, calibration: str) -> None:
+    """The lite edge bundle vs torch: int8 choices, labels per level, speed, cold start, memory, coder (~15 min).
+
+    Includes the emulated-aarch64 result of `make test-aarch64` (OUT/export-aarch64.json) when present.
+    """
+    from prosemc.bench import export as bench_export
+    from prosemc.progress import Progress
+
+    folder = out_folder(out_dir, "export")
+    with Progress("prosemc: bench export", heartbeat=True) as progress:
+        results = bench_export.run(heldout_photos(), calibration=calibration, repeats=repeats,
+                                   progress=lambda step: progress.advance(note=step))
+    bench_export.plot(results, folder / "export.png")
+    aarch64_file = folder / "export-aarch64.json"
+    aarch64 = json.loads(aarch64_file.read_text()) if aarch64_file.is_file() else None
+    save(folder, "export", "export", {**results, "aarch64": aarch64},
+         bench_export.markdown(results, machine(), "export.png", aarch64), as_json)

@@ -60,13 +60,17 @@ def _ms_since(start: float) -> float:
               help="Write the compact form: a short header (18 bytes for lite) naming the model + codec profile "
                    "instead of the ~250-byte full one, and 5-9 bytes of framing per layer instead of 16; for thin "
                    "links to a receiver that knows the profile (`prosemc profiles`).")
+@click.option("--bundle", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Run an exported edge bundle (`prosemc export`) with onnxruntime instead of the torch model: no "
+                   "torch needed (pip install 'prosemc[edge]'). The bundle fixes model and codec.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report as JSON (docs/json.md): on stdout, or stderr with -o -; a batch reports every "
                    "image in one document.")
 @threads_option
-def encode(images: tuple[str, ...], output: str | None, out_dir: str | None, list_file: str | None, force: bool,
-           model: str, codec_name: str | None, codec_weights: str | None, layers: int | None, max_bytes: int | None,
-           compact: bool, as_json: bool) -> None:
+@click.pass_context
+def encode(ctx: click.Context, images: tuple[str, ...], output: str | None, out_dir: str | None,
+           list_file: str | None, force: bool, model: str, codec_name: str | None, codec_weights: str | None,
+           layers: int | None, max_bytes: int | None, compact: bool, bundle: str | None, as_json: bool) -> None:
     """Encode IMAGE (JPEG, PNG, WebP, BMP, GIF; or - for stdin) into a layered .psem, or many images in one run.
 
     Runs the model's vision encoder (the edge half), compresses its tokens into progressive layers and
@@ -84,8 +88,16 @@ def encode(images: tuple[str, ...], output: str | None, out_dir: str | None, lis
       prosemc encode photo.jpg -o - --compact --max-bytes 384 | nc cloud 9000
       prosemc encode *.jpg --out-dir psem/
       find photos -name '*.jpg' | prosemc encode --from - --out-dir psem/
+      prosemc encode --bundle edge/ cam.jpg -o - | nc cloud 9000      # on the board, without torch
     """
     from prosemc.errors import InputError
+
+    if bundle is not None:
+        fixed = [f"--{name.replace('_name', '').replace('_', '-')}" for name in ("model", "codec_name", "codec_weights")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if fixed:
+            raise InputError(f"{' and '.join(fixed)} cannot be combined with --bundle, which fixes model and codec; "
+                             "export another bundle instead")
 
     names = list(images) + (read_list(list_file) if list_file is not None else [])
     if not names:
@@ -103,18 +115,18 @@ def encode(images: tuple[str, ...], output: str | None, out_dir: str | None, lis
                 "compact": compact}
     if not batch:
         with naming(display_name(names[0])):
-            report = _encode_one(names[0], outputs[0], lambda: _load_model(model), settings)
+            report = _encode_one(names[0], outputs[0], lambda: _load_encoder(model, bundle, settings))
         emit(report, as_json, _encode_line(report), data_on_stdout=outputs[0] == "-")
         detail("timings: " + ", ".join(f"{k} {v:.0f} ms" for k, v in report["timings_ms"].items()))
         _warn_if_unknown_profile(report)
         return
     start = time.perf_counter()
-    vlm = _load_model(model)
+    encoder = _load_encoder(model, bundle, settings)
     load_ms = _ms_since(start)
     run = BatchRun("encoding", "image", len(names))
     try:
         for name, target in zip(names, outputs):
-            result = run.run(name, lambda: _encode_one(name, target, lambda: vlm, settings))
+            result = run.run(name, lambda: _encode_one(name, target, lambda: encoder))
             if result is not None:
                 run.note(_encode_line(result))
     finally:
@@ -140,25 +152,42 @@ def _load_model(name: str) -> Any:
     return model
 
 
-def _encode_one(image: str, output: str, model: Callable[[], Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """Encode one image file into `output`; its `encode` report."""
+def _load_encoder(model: str, bundle: str | None, settings: dict[str, Any]) -> Callable[[Any, Any], Any]:
+    """(RGB image, output stream) -> EncodeReport: the torch model's edge half, or an exported bundle's."""
+    if bundle is None:
+        from prosemc.pipeline import encode_image
+
+        vlm = _load_model(model)
+        return lambda picture, out: encode_image(picture, out, vlm, **settings)
+    from prosemc.export.bundle import EdgeBundle
+
+    start = time.perf_counter()
+    edge = EdgeBundle.load(bundle)
+    detail(f"bundle {display_name(bundle)} ({edge.vision.model_id}) loaded in {_ms_since(start) / 1e3:.2f} s")
+    options = {key: settings[key] for key in ("max_layers", "max_bytes", "compact")}
+    return lambda picture, out: edge.encode_image(picture, out, **options)
+
+
+def _encode_one(image: str, output: str, encoder: Callable[[], Callable[[Any, Any], Any]]) -> dict[str, Any]:
+    """Encode one image file into `output` with the encoder `encoder()` gives (loaded once the image is); its
+    `encode` report."""
     from prosemc.models.images import load_image
-    from prosemc.pipeline import encode_image
 
     with atomic_output(output, inputs=[image]) as out:  # checked now, created at the first byte
         start = time.perf_counter()
         with open_input(image) as stream:
             picture = load_image(stream if image == "-" else image)
         load_ms = _ms_since(start)
-        report = encode_image(picture, out, model(), **settings)
+        report = encoder()(picture, out)
     from prosemc.cli.profiles import profile_object
 
-    form = "compact" if settings["compact"] else "full"
+    form = "compact" if report.profile_id else "full"
     kept = report.layer_bytes[: report.layers_written]
     profile = profile_object(bytes.fromhex(report.profile_id) if report.profile_id else None)
     return document("encode", input=display_name(image), output=display_name(output, "<stdout>"),
                     **psem_fields(report.header, kept, report.header_bytes, report.bytes_written, form=form,
                                   profile=profile),
+                    runtime={"vision": report.runtime, "coder": report.entropy_coder},
                     timings_ms=milliseconds({"load_image": load_ms, **report.timings_ms}))
 
 

@@ -8,8 +8,9 @@ A table's weights are integers that sum to exactly 2**PRECISION_BITS, every symb
 encoder and decoder on any machine code with the same probabilities bit for bit. Tables travel as their
 symbol counts (`write_table` / `read_table`); the weights are derived from counts with integer arithmetic only.
 Coders are registered by a stable id (the `.psem` header names it); `coder_for_id` refuses unknown ids. One id
-may have several implementations that write identical bytes: constriction-ans/1 is constriction's ANS coder,
-or `ans_portable.PortableAnsCoder` (pure Python) where constriction has no wheel (aarch64).
+may have several implementations that write identical bytes: constriction-ans/1 is constriction's ANS coder where
+it is installed (an optional speed-up), else `ans_portable.PortableAnsCoder` (numpy + Python; constriction has no
+aarch64 wheel). Each coder names its `implementation`, which `prosemc encode --json` reports.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class EntropyCoder(Protocol):
     """Codes groups of symbols, each group with its own frequency table, into one payload."""
 
     coder_id: str
+    implementation: str  # which implementation of coder_id this is, e.g. "constriction" or "portable"
 
     def encode(self, groups: Sequence[tuple[np.ndarray, FrequencyTable]]) -> bytes:
         """Code each group's symbols [M_g] with its table; a reader returns them in the same order."""
@@ -98,6 +100,7 @@ class ConstrictionAnsCoder:
     """
 
     coder_id = "constriction-ans/1"
+    implementation = "constriction"
 
     def __init__(self) -> None:
         try:
@@ -193,7 +196,7 @@ DEFAULT_CODER_ID = ConstrictionAnsCoder.coder_id
 def coder_for_id(coder_id: str, portable: bool = False) -> EntropyCoder:
     """The entropy coder registered under coder_id; CodecError naming the id and the known ones otherwise.
 
-    Uses the fastest implementation that imports here (constriction where its wheel exists, else pure Python);
+    Uses the fastest implementation that imports here (constriction where it is installed, else the portable one);
     portable=True forces the last, dependency-free one.
     """
     implementations = ENTROPY_CODERS.get(coder_id)

@@ -52,7 +52,7 @@ def preprocess(image: Any) -> np.ndarray:
     """RGB image -> [3, 224, 224] float32 in about [-1, 1]: short side to 224 (bicubic), centre crop, (x-127)/128."""
     from PIL import Image
 
-    from prosemc.models.images import to_rgb
+    from prosemc.models.images import short_side_crop, to_rgb
 
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
@@ -60,19 +60,7 @@ def preprocess(image: Any) -> np.ndarray:
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise InputError(f"cannot encode a {type(image).__name__}; pass a PIL image or an [H, W, 3] uint8 array")
-    image = to_rgb(image)
-    width, height = image.size
-    # Short side to 224, then the centre 224 x 224: resampled straight from that crop's box in the source, so the
-    # work follows the output, not the scaled image (224 x 4,480,000 pixels for a 1 x 20000 strip).
-    scale = INPUT_SIZE / min(width, height)
-    size = (max(INPUT_SIZE, round(width * scale)), max(INPUT_SIZE, round(height * scale)))
-    left, top = (size[0] - INPUT_SIZE) // 2, (size[1] - INPUT_SIZE) // 2
-    fx, fy = width / size[0], height / size[1]
-    box = (left * fx, top * fy, (left + INPUT_SIZE) * fx, (top + INPUT_SIZE) * fy)
-    # Pillow's bicubic filters over the whole footprint when shrinking (antialiased), so big photos do not
-    # alias; reducing_gap first box-reduces very large ones by an integer factor, which only saves time.
-    scaled = image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
-    pixels = np.asarray(scaled, dtype=np.float32)
+    pixels = np.asarray(short_side_crop(to_rgb(image), INPUT_SIZE, (INPUT_SIZE, INPUT_SIZE)), dtype=np.float32)
     return ((pixels - 127.0) / 128.0).transpose(2, 0, 1).copy()
 
 
