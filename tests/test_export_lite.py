@@ -119,13 +119,13 @@ def test_int8_tokens_keep_the_label(int8_bundle, chelsea, torch_tokens):
     assert model.classify(tokens, 1)[0][0] == model.classify(torch_tokens, 1)[0][0]
 
 
-def test_edge_encode_runs_without_torch_and_writes_the_library_bytes(int8_bundle, chelsea, tmp_path):
+def test_edge_encode_runs_without_torch_and_writes_the_library_bytes(int8_bundle, chelsea, tmp_path, valid_report):
     out = tmp_path / "edge.psem"
     result = run_edge("encode", "--bundle", str(int8_bundle), str(chelsea), "-o", str(out), "--json")
     assert result.returncode == 0, result.stderr.decode()
-    report = json.loads(result.stdout)
-    assert report["entropy_coder"] == "portable" and report["runtime"] == "onnxruntime"
-    assert report["model"] == "lite" and report["codec"] == "metaae/1" and report["layers"] == 6
+    report = valid_report(result.stdout, "encode")
+    assert report["runtime"] == {"vision": "onnxruntime", "coder": "portable"}
+    assert report["model"] == "lite" and report["codec"]["id"] == "metaae/1" and len(report["layers"]) == 6
     with open(tmp_path / "library.psem", "wb") as sink:  # constriction in this process: the same bytes
         library = EdgeBundle.load(int8_bundle).encode_image(load_image(str(chelsea)), sink)
     assert library.entropy_coder == "constriction"
@@ -152,7 +152,7 @@ def test_cloud_answers_an_edge_psem(int8_bundle, chelsea, tmp_path, torch_tokens
     answered = CliRunner().invoke(cli, ["query", str(out), "what is shown?", "--json"])
     assert answered.exit_code == 0, answered.output
     reply = json.loads(answered.stdout)
-    assert reply["model"] == "lite" and reply["layers_used"] == 6 and "cat" in reply["answer"].lower()
+    assert reply["model"] == "lite" and len(reply["layers"]) == 6 and "cat" in reply["answer"].lower()
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -223,12 +223,14 @@ def test_export_bad_inputs_exit_2_before_any_work(tmp_path, calibration, int8_bu
     assert (existing / "keep.txt").read_text() == "user data" and not (tmp_path / "out").exists()
 
 
-def test_export_json_reports_parity_and_force_replaces(fp32_export, tmp_path):
+def test_export_json_reports_parity_and_force_replaces(fp32_export, tmp_path, valid_report):
     out, report = fp32_export
+    valid_report(report, "export")
     assert report["output"] == str(out) and report["parity"]["images"] == 2
     assert report["parity"]["token_cosine_mean"] >= 0.9999 and report["parity"]["top1_agreement"] == 1.0
     assert report["parity"]["check_images"] == str(ROOT / "examples")
-    assert {row["runs_on"] for row in report["graph"]["placement"]} == {"cpu"}
+    assert report["command"] == "export" and report["precision"] == "fp32"
+    assert {row["runs_on"] for row in report["manifest"]["graph"]["placement"]} == {"cpu"}
     bundle = tmp_path / "edge"
     shutil.copytree(out, bundle)
     (bundle / "stale.txt").write_text("from the old bundle")

@@ -79,7 +79,7 @@ def end_to_end(link: Any, url: str, images: list[Path], repeats: int) -> list[di
     for llm in (False, True):
         for image in images:
             for _ in range(repeats):
-                argv = [sys.executable, "-m", "prosemc", "send", str(image), url, "-q", QUESTION, "--json"]
+                argv = [sys.executable, "-m", "prosemc", "send", str(image), url, QUESTION, "--json"]
                 argv += [] if llm else ["--no-llm"]
                 start = time.perf_counter()
                 done = subprocess.run(link.edge_command(argv), capture_output=True, text=True, timeout=300)
@@ -87,8 +87,8 @@ def end_to_end(link: Any, url: str, images: list[Path], repeats: int) -> list[di
                 if done.returncode:
                     raise RuntimeError(f"prosemc send failed: {done.stderr[-1000:]}")
                 report = json.loads(done.stdout)
-                rows.append({"mode": "llm" if llm else "labels", "image": image.name, "seconds": seconds,
-                             "encode_ms": report["send"]["timings_ms"]["encode"], "bytes": report["send"]["bytes_sent"]})
+                rows.append({"mode": "llm" if llm else "label_only", "image": image.name, "seconds": seconds,
+                             "encode_ms": report["send"]["timings_ms"]["encode"], "bytes": report["send"]["bytes"]})
     return rows
 
 
@@ -146,7 +146,7 @@ def summarise(quality: dict[str, Any], latency: list[dict[str, Any]], e2e: list[
               rss: dict[str, float], calm: dict[str, Any], faulty: dict[str, Any], seconds: float, link: str,
               photos: list[str]) -> dict[str, Any]:
     answer = {}
-    for mode in ("labels", "llm"):
+    for mode in ("label_only", "llm"):
         rows = [r for r in latency if r["mode"] == mode]
         link_s = [r["link_s"] + r["bytes"] * 8 / RATE_BPS for r in rows]
         answer[mode] = {"total_s": _stats([r["total_s"] for r in rows]),
@@ -157,7 +157,7 @@ def summarise(quality: dict[str, Any], latency: list[dict[str, Any]], e2e: list[
     return {
         "link": link, "photos": photos,
         "answer_time": answer,
-        "end_to_end_s": {mode: _stats([r["seconds"] for r in e2e if r["mode"] == mode]) for mode in ("labels", "llm")},
+        "end_to_end_s": {mode: _stats([r["seconds"] for r in e2e if r["mode"] == mode]) for mode in ("label_only", "llm")},
         "end_to_end_rows": e2e,
         "estimator": quality["summary"],
         "load": {"clients": 16, "seconds": seconds, "requests": len(load["latencies_s"]),
@@ -214,7 +214,7 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str) -> str:
         "| reply | total p50 / p95 s | link time p50 s | beyond the link p50 / p95 s | model answer p50 ms |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for mode, label in (("labels", "label-only (`llm=0`)"), ("llm", "full answer (SmolLM2)")):
+    for mode, label in (("label_only", "label-only (`llm=0`)"), ("llm", "full answer (SmolLM2)")):
         row = a[mode]
         lines.append(f"| {label} | {row['total_s']['p50']:.3f} / {row['total_s']['p95']:.3f} | {row['link_s']['p50']:.3f} "
                      f"| {row['beyond_link_s']['p50']:.3f} / {row['beyond_link_s']['p95']:.3f} "
@@ -224,7 +224,7 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str) -> str:
               "this machine's scheduling).", "",
               "## End to end: `prosemc send` process start to answer printed (edge end of the link)", "",
               "| edge | reply | p50 s | p95 s | runs |", "| --- | --- | --- | --- | --- |"]
-    for mode, label in (("labels", "label-only"), ("llm", "full answer")):
+    for mode, label in (("label_only", "label-only"), ("llm", "full answer")):
         lines.append(f"| torch (`--model lite`) | {label} | {e[mode]['p50']:.2f} | {e[mode]['p95']:.2f} | {e[mode]['n']} |")
     lines += ["| torch-free bundle (`--bundle`) | — | not measured: the export runner is not in this prosemc yet | | |", "",
               "## The estimator (`quality_estimate`) and `--confidence`", ""]
