@@ -389,7 +389,9 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
                   config_overrides: dict[str, Any] | None = None) -> FitReport:
     """Train the per-token Meta AutoEncoder for any model's tokens (prosemc.training.token_fit); write out_path.
 
-    The loss adds the cloud layers' label logits (KL) where the model has them (`cloud_logits`: the built-ins).
+    The model's token grid (`token_grid`) gives the DCT's tiles (none: every token coded on its own). With steps > 0,
+    per-channel gains are trained with a loss that adds the cloud layers' label logits (KL) where the model has them
+    (`cloud_logits`: the built-ins).
     """
     from prosemc.codec import metaae_weights
     from prosemc.models import BUILTIN_MODELS, load_model as load_split_model

@@ -119,8 +119,6 @@ def train_gains(tokens: np.ndarray, transform: GridTransform, config: TokenConfi
         return transform
     torch.manual_seed(config.seed)
     dim = tokens.shape[-1]
-    forward_np = transform.forward(tokens[0].astype(np.float32))  # warm the numpy caches (shape check)
-    del forward_np
     spatial = _torch_spatial(transform)
     rotation = torch.from_numpy(transform.rotation.astype(np.float32))
     group = torch.from_numpy(np.tile(transform.position_group, tokens.shape[1] // transform.positions))
