@@ -313,11 +313,12 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str) -> str:
         lines += [f"| {k + 1} | {b['payload_bytes'][k]:.0f} | {b['top1'][k]:.3f} ± {b['top1_ci95'][k]:.3f} | "
                   f"{b['per_token_cosine'][k]:.3f} |" for k in range(len(b["top1"]))]
     lat = results["latency"]
+    stages = lat["stages_s"]
+    share = (f" Edge encode (transform + entropy coding) = {100 * stages['codec_encode'] / stages['vision']:.1f} % "
+             "of the vision encoder's time." if stages.get("vision") and "codec_encode" in stages else "")
     lines += ["", f"## Latency model ({lat['assumptions']})", "",
-              "Measured stage times (s, mean over photos): " +
-              ", ".join(f"{k} {v}" for k, v in lat["stages_s"].items()) +
-              f". Edge encode (transform + entropy coding) = "
-              f"{100 * lat['stages_s']['codec_encode'] / lat['stages_s']['vision']:.1f} % of the vision encoder's time.", "",
+              "Measured stage times (s, mean over photos): " + ", ".join(f"{k} {v}" for k, v in stages.items()) +
+              "." + share, "",
               "| path | bytes up | edge s | transfer s | cloud s | total s |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {p['path']} | {p['bytes']:.0f} | {p['edge_s']:.3f} | {p['transfer_s']:.3f} | {p['cloud_s']:.3f} | "
               f"{p['total_s']:.3f} |" for p in lat["paths"]]
