@@ -33,9 +33,8 @@ def send_over(link, url: str, chelsea, env, *extra: str) -> dict:
 
 @needs_namespaces
 def test_send_over_the_namespace_link(chelsea, cli_env):
-    before = namespaces()
     with thin_link(1_000_000, 0.2, kind="netns") as link:
-        assert link.kind == "netns" and len(namespaces() - before) == 2
+        assert link.kind == "netns" and namespaces() >= {f"{link.name}-edge", f"{link.name}-cloud"}
         server = ServerProcess(["--host", link.cloud_host, "--port", "0", "--no-llm"], cli_env,
                                wrap=link.cloud_command([]))
         try:
@@ -49,7 +48,7 @@ def test_send_over_the_namespace_link(chelsea, cli_env):
                 assert 0.25e6 <= sent["measured_bandwidth_bps"] <= 2.5e6  # tbf burst and timing jitter blur it
         finally:
             server.stop()
-    assert namespaces() == before  # every namespace the link added is gone
+    assert not {name for name in namespaces() if name.startswith(link.name)}  # the link's namespaces are gone
 
 
 def test_send_over_the_throttling_relay(chelsea, cli_env):

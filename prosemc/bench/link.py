@@ -141,9 +141,17 @@ def thin_link(rate_bps: int = 1_000_000, rtt_s: float = 0.2, kind: str = "auto")
             _remove_namespaces(link.name)
 
 
-def _remove_namespaces(name: str) -> None:
+def _remove_namespaces(name: str, patience_s: float = 10.0) -> None:
+    """Delete both namespaces of a link, retrying while the kernel still reports them busy (processes that ran
+    inside them, e.g. under `ip netns exec`, may take a moment to exit)."""
+    deadline = time.monotonic() + patience_s
     for end in ("edge", "cloud"):
-        subprocess.run(["ip", "netns", "del", f"{name}-{end}"], capture_output=True)
+        ns = f"{name}-{end}"
+        while os.path.exists(f"/var/run/netns/{ns}"):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            if not os.path.exists(f"/var/run/netns/{ns}") or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
 
 
 def _namespace_link(name: str, rate_bps: int, delay_s: float) -> subprocess.Popen:

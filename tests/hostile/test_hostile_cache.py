@@ -106,30 +106,32 @@ def test_a_cache_root_that_is_a_file_is_one_line(tmp_path: Path, cli_env: dict[s
 
 
 @pytest.fixture(scope="module")
-def conversion_stderr(cli_env: dict[str, str]) -> str | None:
-    """SmolLM2 converted into this run's cache by a child whose stderr is a pipe, not a terminal: its stderr (None
-    when an earlier test converted it already; in a whole run these tests come first and do the conversion)."""
-    if stamp(converted_dir()) is not None:
-        return None
+def own_cache(tmp_path_factory) -> Path:
+    """A cache of this module's own: the conversion below must start from nothing, whatever other tests (or
+    other xdist workers) did to the run's shared cache."""
+    return tmp_path_factory.mktemp("own-cache")
+
+
+@pytest.fixture(scope="module")
+def conversion_stderr(cli_env: dict[str, str], own_cache: Path) -> str:
+    """SmolLM2 converted into an empty cache by a child whose stderr is a pipe, not a terminal: its stderr."""
     result = subprocess.run([sys.executable, "-c", "from prosemc.models.llm import SmolLM2; SmolLM2.load()"],
-                            env=cli_env, capture_output=True, timeout=1200)
+                            env={**cli_env, "PROSEMC_CACHE": str(own_cache)}, capture_output=True, timeout=1200)
     assert result.returncode == 0, result.stderr
     return result.stderr.decode()
 
 
-def test_conversion_progress_off_a_terminal_is_whole_lines(conversion_stderr: str | None):
+def test_conversion_progress_off_a_terminal_is_whole_lines(conversion_stderr: str, own_cache: Path):
     """The GGUF conversion drew a tqdm bar of \\r-redrawn lines and a wrapped message into logs; off a terminal it
     now writes whole `prosemc:` lines only (a progress line every few seconds, as prosemc.progress does)."""
-    if conversion_stderr is None:
-        pytest.skip("SmolLM2 was converted by an earlier test; run the whole suite to see the conversion's stderr")
     lines = conversion_stderr.splitlines()
-    assert lines[0] == f"prosemc: converting SmolLM2-135M-Instruct ({GGUF_NAME}) into {converted_dir()}, once"
+    assert lines[0] == f"prosemc: converting SmolLM2-135M-Instruct ({GGUF_NAME}) into {converted_dir(own_cache)}, once"
     assert all(line.startswith("prosemc: ") for line in lines) and "\r" not in conversion_stderr
     assert "\x1b" not in conversion_stderr and "it/s" not in conversion_stderr  # no tqdm bar, no terminal codes
 
 
-def test_the_converted_cache_is_a_verified_build_with_the_umask(conversion_stderr: str | None):
-    folder = converted_dir()
+def test_the_converted_cache_is_a_verified_build_with_the_umask(conversion_stderr: str, own_cache: Path):
+    folder = converted_dir(own_cache)
     verify(folder)
     files = json.loads((folder / MARKER).read_text())["files"]
     assert "model.safetensors" in files and files["model.safetensors"][0] > 100 << 20
