@@ -188,7 +188,8 @@ def test_send_bundle_refuses_model_and_codec_before_connecting(int8_bundle, chel
 
 
 def test_optimised_graph_cache_gives_the_same_tokens(int8_bundle, chelsea, tmp_path, monkeypatch):
-    """The first load keeps onnxruntime's optimised graph in the cache, the next runs it; a damaged one is redone."""
+    """The first load keeps onnxruntime's optimised graph in the cache, the next runs it; a damaged entry or a link is
+    replaced."""
     monkeypatch.setenv("PROSEMC_CACHE", str(tmp_path))
     image = load_image(str(chelsea))
     plain = EdgeBundle.load(int8_bundle, cache=False).vision.encode_image(image).tokens
@@ -203,6 +204,11 @@ def test_optimised_graph_cache_gives_the_same_tokens(int8_bundle, chelsea, tmp_p
     third = EdgeBundle.load(int8_bundle).vision.encode_image(image).tokens
     [redone] = (tmp_path / "onnx-optimised").iterdir()
     assert np.array_equal(third, plain) and redone.read_bytes() != b"damaged"
+    redone.unlink()
+    redone.symlink_to("/dev/zero")  # never read: a link is not a cache entry
+    fourth = EdgeBundle.load(int8_bundle).vision.encode_image(image).tokens
+    [plain_file] = (tmp_path / "onnx-optimised").iterdir()
+    assert np.array_equal(fourth, plain) and not plain_file.is_symlink()
     listed = CliRunner().invoke(cli, ["cache", "list", "--json"])
     assert [(e["name"], e["kind"]) for e in json.loads(listed.stdout)["entries"]] == [("onnx-optimised", "onnx")]
 

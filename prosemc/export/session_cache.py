@@ -7,8 +7,8 @@ graph optimisations (session creation ~20 ms instead of 60-150 ms for `lite` int
 
 KEY covers everything the optimised graph depends on: the bundle graph's sha256, the onnxruntime version, the CPU
 (machine and feature flags: optimised kernels and layouts are chosen for it) and the session's config entries. A
-missing, damaged or unloadable cache entry only costs the optimisation again; a cache folder that cannot be written
-is not used.
+missing, damaged, unloadable or not plain (a link, a folder) cache entry only costs the optimisation again; a cache
+folder that cannot be written is not used.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def cached_session(graph: Path, graph_sha256: str, config: dict[str, str], cache
     folder = cache_dir / CACHE_FOLDER
     for entry in sorted(folder.glob(f"{key}-*.onnx")):
         try:
-            if _sha256(entry) == entry.stem.rsplit("-", 1)[1]:
+            if not entry.is_symlink() and entry.is_file() and _sha256(entry) == entry.stem.rsplit("-", 1)[1]:
                 return make(entry, None, True)
         except Exception:  # noqa: BLE001 - unreadable, or refused by onnxruntime: optimise again below
             pass
