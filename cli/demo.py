@@ -34,18 +34,19 @@ def main() -> None:
         info, info_s = prosemc("info", psem)
         answer, query_s = prosemc("query", psem, question)
         layer1, layer1_s = prosemc("query", psem, question, "--layers", "1")
-    raw = 4 * encoded["tokens"][0] * encoded["tokens"][1]
+    n, d = encoded["tokens"]["shape"]
+    raw = 4 * n * d
     print(f"image     {image}")
-    print(f"tokens    {encoded['tokens'][0]} x {encoded['tokens'][1]} float32 = {raw:,} bytes uncompressed")
-    print(f"codec     {encoded['codec']}")
+    print(f"tokens    {n} x {d} float32 = {raw:,} bytes uncompressed")
+    print(f"codec     {encoded['codec']['id']} (--codec {encoded['codec']['name']})")
     print("bytes     header {}, layers {} -> {} in all ({:.0f}x smaller than raw tokens)".format(
-        info["header_bytes"], ", ".join(str(l["bytes"]) for l in info["layers"]), info["total_bytes"],
-        raw / info["total_bytes"]))
+        info["header_bytes"], ", ".join(str(l["bytes"]) for l in info["layers"]), info["bytes"],
+        raw / info["bytes"]))
     print("cumulative " + ", ".join(f"L{l['index']}: {l['cumulative_bytes']} B" for l in info["layers"]))
     print(f"question  {question}")
     print(f"answer    {answer['answer']}")
     print("labels    " + ", ".join(f"{l['label']} {l['probability']:.0%}" for l in answer["labels"] or []))
-    print(f"layer 1   ({layer1['bytes_used']} B) labels: "
+    print(f"layer 1   ({layer1['bytes']} B) labels: "
           + ", ".join(f"{l['label']} {l['probability']:.0%}" for l in (layer1["labels"] or [])[:3]))
     t = encoded["timings_ms"]
     print(f"time      encode {encode_s:.2f} s (process; image {t['load_image']:.0f} ms, vision encoder "
@@ -54,8 +55,8 @@ def main() -> None:
           f"{answer['timings_ms']['read_decode']:.0f} ms, labels + LLM {answer['timings_ms']['answer']:.0f} ms), "
           f"query from layer 1 {layer1_s:.2f} s")
     link = 1e6 / 8
-    print(f"1 Mbps    all layers {info['total_bytes'] / link * 1e3:.0f} ms, layer 1 "
-          f"{layer1['bytes_used'] / link * 1e3:.0f} ms (raw tokens {raw / link * 1e3:.0f} ms)")
+    print(f"1 Mbps    all layers {info['bytes'] / link * 1e3:.0f} ms, layer 1 "
+          f"{layer1['bytes'] / link * 1e3:.0f} ms (raw tokens {raw / link * 1e3:.0f} ms)")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ class ModelError(ProsemcError):
     """A model is missing, cannot be loaded, or does not match the data it is asked to process."""
 
 
+class ModelMismatchError(ModelError):
+    """The data (a .psem) was made by another model than the one given, or names one that must be given."""
+
+
 class CodecError(ProsemcError):
     """Tokens or layers do not fit the codec they were given to."""
 

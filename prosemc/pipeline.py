@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from prosemc.codec import Codec, codec_from_header, make_codec
-from prosemc.errors import CodecError, InputError, ModelError
+from prosemc.errors import CodecError, InputError, ModelMismatchError
 from prosemc.format import (
     PrefixBudget,
     ProfileStore,
@@ -33,8 +33,9 @@ from prosemc.format import (
 )
 from prosemc.format.idle import IdleTimeoutStream, with_idle_timeout
 from prosemc.format.spec import LAYER_TYPE
-from prosemc.models import BUILTIN_MODELS, Answer, EdgeTokens, VisionLanguageModel, load_model
+from prosemc.models import BUILTIN_MODELS, EdgeTokens, VisionLanguageModel, load_model
 from prosemc.profiles import default_store, profile_of
+from prosemc.text import plural
 
 
 @dataclass
@@ -50,7 +51,9 @@ class EncodeReport:
     bytes_written: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     profile_id: str | None = None  # hex id of the profile a compact file names (None: full form)
+    header: PsemHeader | None = None  # the full header (what a compact file's profile + patch stand for)
     entropy_coder: str | None = None  # the entropy coder implementation used ("constriction", "portable"), if any
+    runtime: str = "torch"  # what ran the vision encoder: "torch", or "onnxruntime" for an exported bundle
 
 
 def default_codec(model_name: str) -> str:
@@ -128,8 +131,8 @@ def encode_image(
         writer.add_layer(payload)
     coder = getattr(codec, "coder", None)
     return EncodeReport(model.model_id, codec.codec_id, header.token_shape, header_bytes, layer_bytes, keep,
-                        writer.bytes_written, timings, writer.profile_id.hex() if writer.profile_id else None,
-                        getattr(coder, "implementation", None))
+                        writer.bytes_written, timings, writer.profile_id.hex() if writer.profile_id else None, header,
+                        getattr(coder, "implementation", None), getattr(model, "runtime", "torch"))
 
 
 @dataclass
@@ -142,6 +145,8 @@ class DecodedTokens:
     bytes_used: int
     end: ReadEnd
     stalled_after_s: float | None = None  # the idle timeout that ended the stream, if the sender stalled
+    layer_bytes: list[int] = field(default_factory=list)  # file bytes (frame included) of each layer used
+    header_bytes: int = 0  # file bytes of the header
 
 
 def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: int | None = None,
@@ -175,8 +180,8 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
     n, d = header.token_shape
     bounds = codec.max_layer_bytes(header.codec_params, (n, d))
     if len(bounds) != header.layers:
-        raise CodecError(f"the header declares {header.layers} layers, but its {header.codec_id} parameters describe "
-                         f"{len(bounds)}; the file is corrupt or hostile, re-encode it")
+        raise CodecError(f"the header declares {plural(header.layers, 'layer')}, but its {header.codec_id} parameters "
+                         f"describe {len(bounds)}; the file is corrupt or hostile, re-encode it")
     reader.max_layer_bytes = bounds
     if on_header is not None:
         on_header(header)
@@ -191,9 +196,11 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
         return (max_layers is None or seq < max_layers) and (max_bytes is None or end <= max_bytes)
 
     layers: list[bytes] = []
+    layer_bytes: list[int] = []
     bytes_used = len(reader.header_bytes)
     for chunk in reader.chunks(wanted):  # read to the end even past the limits: every CRC is verified
         layers.append(chunk.payload)
+        layer_bytes.append(chunk.size)
         bytes_used = chunk.end
     end = reader.end
     assert end is not None
@@ -204,13 +211,17 @@ def read_tokens(stream: BinaryIO, *, max_layers: int | None = None, max_bytes: i
             raise budget.too_small(first_layer_end - len(reader.header_bytes))
         why = f"the sender stalled for {stalled:g} s; " if stalled is not None else ""
         raise InputError(f"the .psem holds no complete layer ({why}{end.describe()}); send at least layer 1")
-    decoded = decode_prefix(header, codec, layers, bytes_used, end)
+    decoded = decode_prefix(header, codec, layers, bytes_used, end, layer_bytes, len(reader.header_bytes))
     decoded.stalled_after_s = stalled
     return decoded
 
 
-def decode_prefix(header: PsemHeader, codec: Codec, layers: list[bytes], bytes_used: int, end: ReadEnd) -> DecodedTokens:
-    """Decode the layer payloads that arrived (a stream read layer by layer, e.g. by the server)."""
+def decode_prefix(header: PsemHeader, codec: Codec, layers: list[bytes], bytes_used: int, end: ReadEnd,
+                  layer_bytes: list[int] | None = None, header_bytes: int = 0) -> DecodedTokens:
+    """Decode the layer payloads that arrived (a stream read layer by layer, e.g. by the server).
+
+    layer_bytes, header_bytes: the file bytes of those layers (frames included) and of the header, for reports.
+    """
     if not layers:
         raise InputError(f"the .psem holds no complete layer ({end.describe()}); send at least layer 1")
     if len(header.token_shape) != 2:
@@ -221,19 +232,7 @@ def decode_prefix(header: PsemHeader, codec: Codec, layers: list[bytes], bytes_u
         raise CodecError(f"{header.codec_id} decoded non-finite tokens (inf or NaN); the file is corrupt or hostile")
     info = header.metadata.get("info", {})
     return DecodedTokens(header, EdgeTokens(tokens, info if isinstance(info, dict) else {}), len(layers), bytes_used,
-                         end, None)
-
-
-def answer_report(decoded: DecodedTokens, answer: Answer, timings_ms: dict[str, float]) -> dict[str, Any]:
-    """The JSON report of an answer (`prosemc query --json`, the server's reply): stable keys."""
-    labels = answer.labels
-    return {
-        "answer": answer.text, "model": decoded.header.encoder, "codec": decoded.header.codec_id,
-        "labels": [{"label": name, "probability": round(float(p), 4)} for name, p in labels] if labels else None,
-        "layers_used": decoded.layers_used, "layers_declared": decoded.header.layers, "bytes_used": decoded.bytes_used,
-        "status": decoded.end.status, "stalled": decoded.stalled_after_s is not None,
-        "timings_ms": {k: round(v, 2) for k, v in timings_ms.items()},
-    }
+                         end, None, list(layer_bytes or []), header_bytes)
 
 
 def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageModel:
@@ -248,10 +247,10 @@ def model_for(encoder_id: str, requested: str | None = None) -> VisionLanguageMo
     if requested is None:
         requested = encoder_id if encoder_id in BUILTIN_MODELS else recorded_hub_id(encoder_id)
         if requested is None:
-            raise ModelError(f"this .psem was made by model {encoder_id!r} from a local folder; pass that checkpoint "
-                             "(hub id or folder) with --model")
+            raise ModelMismatchError(f"this .psem was made by model {encoder_id!r} from a local folder; pass that "
+                                     "checkpoint (hub id or folder) as the model to answer with")
     model = load_model(requested)
     if not same_checkpoint(encoder_id, model.model_id):
-        raise ModelError(f"this .psem was made by model {encoder_id!r}, not {model.model_id!r}; query it with that "
-                         f"model (or re-encode the image with --model {requested})")
+        raise ModelMismatchError(f"this .psem was made by model {encoder_id!r}, not {model.model_id!r}; query it with "
+                                 f"that model (or re-encode the image with model {requested!r})")
     return model

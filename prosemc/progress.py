@@ -6,6 +6,7 @@
             progress.advance(note=name)
 
 `total=None` counts without a percentage. `log` prints a lasting line (a result, a warning) between updates.
+`silence` (a context variable, set by the CLI's -q) quiets every Progress and `note` created while it is True.
 `heartbeat=True` also shows the line while no update comes (one long step), so a log never goes silent.
 A finished run always ends with one line that says how long it took, so a log file shows every stage.
 """
@@ -15,9 +16,18 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from typing import Callable, TextIO
 
 TERMINAL_REDRAW_S = 0.1
+# True while a caller wants no progress and no notes (the CLI's -q): set it with `silence.set(True)`, reset the token.
+silence: ContextVar[bool] = ContextVar("prosemc_progress_silence", default=False)
+
+
+def note(text: str) -> None:
+    """A lasting line on stderr (e.g. "prosemc: converting SmolLM2 once"), unless silenced."""
+    if not silence.get() and sys.stderr is not None:
+        print(text, file=sys.stderr, flush=True)
 
 
 def duration(seconds: float) -> str:
@@ -44,7 +54,7 @@ class Progress:
         self.note = ""
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
-        self.quiet = quiet
+        self.quiet = quiet or silence.get()
         self.clock = clock
         self.started = clock()
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -52,7 +62,7 @@ class Progress:
         self._drawn = False  # a terminal line is on screen and must be cleared before other output
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat, daemon=True) if heartbeat and not quiet else None
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True) if heartbeat and not self.quiet else None
         if self._beat is not None:
             self._beat.start()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -48,3 +50,21 @@ def chelsea() -> Path:
 @pytest.fixture(scope="session")
 def coffee() -> Path:
     return EXAMPLES / "coffee.jpg"
+
+
+@pytest.fixture(scope="session")
+def valid_report() -> Callable[[Any, str], dict]:
+    """check(report, command): a --json report (a dict or its JSON text) must satisfy docs/json.schema.json and be
+    COMMAND's; returns it as a dict."""
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(json.loads((ROOT / "docs" / "json.schema.json").read_text()))
+
+    def check(report: Any, command: str) -> dict:
+        document = json.loads(report) if isinstance(report, (str, bytes)) else report
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}" for e in validator.iter_errors(document)]
+        assert not errors, errors
+        assert document["command"] == command
+        return document
+
+    return check

@@ -29,7 +29,7 @@ def main(bundle: Path, image: Path, expected: Path, out: Path) -> int:
                          capture_output=True, text=True)
     report = json.loads(run.stdout) if run.returncode == 0 else {}
     results.append(("encode --bundle exits 0", run.returncode == 0, run.stderr.strip()))
-    results.append(("portable coder chosen automatically", report.get("entropy_coder") == "portable", str(report)))
+    results.append(("portable coder chosen automatically", report.get("runtime", {}).get("coder") == "portable", str(report)))
     same = out.is_file() and out.read_bytes() == expected.read_bytes()
     results.append((".psem byte-identical to the full install's", same, f"{out} differs from {expected}"))
 

@@ -25,18 +25,20 @@ def run(args: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess:
     return subprocess.run(PROSEMC + args, input=stdin, capture_output=True, timeout=60)
 
 
-def test_info_json_has_stable_keys_and_values():
+def test_info_json_has_stable_keys_and_values(valid_report):
     result = CliRunner().invoke(cli, ["info", str(MULTI), "--json"])
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output)
-    assert sorted(info) == sorted([
-        "file", "version", "form", "profile", "encoder", "tokens", "codec", "entropy", "layers_declared",
-        "layers_present", "status", "summary", "truncated_at", "header_bytes", "total_bytes", "layers", "extensions",
-        "metadata"])
-    assert (info["version"], info["encoder"], info["status"], info["layers_present"]) == ("1.0", "lite", "complete", 4)
+    info = valid_report(result.output, "info")
+    assert list(info) == [
+        "schema", "command", "input", "psem_version", "form", "profile", "model", "codec", "tokens", "layers_declared",
+        "header_bytes", "layers", "bytes", "status", "summary", "truncated_at", "extensions", "metadata"]
+    assert (info["psem_version"], info["model"], info["status"], len(info["layers"])) == ("1.0", "lite", "complete", 4)
+    assert info["codec"] == {"id": "sr-baseline/1", "name": "baseline", "weights_sha256": None,
+                             "entropy": "constriction-ans/1", "params": {"step": 2.0}}
+    assert info["tokens"] == {"shape": [49, 1280], "dtype": "float32"}
     assert (info["form"], info["profile"]) == ("full", None)
     assert [l["bytes"] for l in info["layers"]] == [8 + 16, 16 + 16, 32 + 16, 64 + 16]
-    assert info["layers"][-1]["cumulative_bytes"] == info["total_bytes"] == MULTI.stat().st_size
+    assert info["layers"][-1]["cumulative_bytes"] == info["bytes"] == MULTI.stat().st_size
     assert all(l["checksum"] == "ok" for l in info["layers"])
 
 
@@ -46,7 +48,7 @@ def test_info_text_from_stdin_of_a_cut_file_reports_complete_layers_and_cut():
     assert result.returncode == 0
     text = result.stdout.decode()
     assert f"2 complete layers, then truncated at byte {len(data)}" in text
-    assert "encoder   lite" in text and "tokens    49 x 1280 float32" in text
+    assert "model     lite" in text and "tokens    49 x 1280 float32" in text
 
 
 @pytest.mark.parametrize("name, message", [
@@ -61,13 +63,13 @@ def test_info_on_bad_input_exits_2_with_one_line_and_no_traceback(name, message)
     result = run(["info", str(VECTORS / name)])
     assert result.returncode == 2
     err = result.stderr.decode()
-    assert err.startswith("Error: ") and message in err
+    assert err.startswith(f"prosemc: error: {VECTORS / name}: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert result.stdout == b""
 
 
 def test_info_empty_stdin_and_missing_file():
-    assert run(["info", "-"]).stderr.decode().startswith("Error: empty input")
+    assert run(["info", "-"]).stderr.decode().startswith("prosemc: error: <stdin>: empty input")
     missing = run(["info", "/nonexistent/x.psem"])
     assert missing.returncode == 2 and "cannot read /nonexistent/x.psem" in missing.stderr.decode()
 
@@ -80,14 +82,19 @@ def test_truncate_file_to_layers_is_a_byte_prefix(tmp_path):
     assert "kept 2 layers" in result.output
 
 
-def test_truncate_stdin_to_stdout_by_byte_budget_through_a_real_pipe():
+def test_truncate_stdin_to_stdout_by_byte_budget_through_a_real_pipe(valid_report, tmp_path):
     whole = MULTI.read_bytes()
     prefix3 = (VECTORS / "multilayer.prefix3.psem").read_bytes()
     result = run(["truncate", "-", "-o", "-", "--max-bytes", str(len(whole) - 1), "--json"], whole)
     assert result.returncode == 0
-    assert result.stdout == prefix3
-    assert json.loads(result.stderr) == {"layers": 3, "bytes": len(prefix3), "output": "<stdout>", "form": "full",
-                                         "profile": None}
+    assert result.stdout == prefix3  # the data; the report goes to stderr
+    report = valid_report(result.stderr, "truncate")
+    assert (report["input"], report["output"], report["form"], report["profile"]) == ("<stdin>", "<stdout>", "full",
+                                                                                      None)
+    assert [layer["bytes"] for layer in report["layers"]] == [24, 32, 48] and report["bytes"] == len(prefix3)
+    assert report["layers"][-1]["cumulative_bytes"] == len(prefix3) and report["layers_declared"] == 4
+    to_file = run(["truncate", str(MULTI), "-o", str(tmp_path / "x.psem"), "--layers", "3", "--json"])
+    assert to_file.stderr == b"" and valid_report(to_file.stdout, "truncate")["bytes"] == len(prefix3)  # `| jq` works
 
 
 def test_truncate_budget_too_small_fails_cleanly_and_leaves_no_file(tmp_path):
@@ -119,18 +126,18 @@ def test_help_teaches_the_main_commands():
         assert word in result.output
 
 
-def test_bench_container_writes_its_results(tmp_path):
+def test_bench_container_writes_its_results(tmp_path, valid_report):
     result = CliRunner().invoke(cli, ["bench", "container", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert data["layers"] == 10 and data["file_bytes"] > 10_000_000 and data["read_verify_mb_per_s"] > 0
+    data = valid_report(result.stdout, "bench container")
+    assert data["layer_count"] == 10 and data["file_bytes"] > 10_000_000 and data["read_verify_mb_per_s"] > 0
     assert data["file_bytes"] - data["compact_file_bytes"] == (134 - 18) + 10 * (16 - 8)  # 1 MB layers: 4-byte tags
     assert data["compact_read_verify_mb_per_s"] > 0 and data["compact_info_cold_s_best"] > 0
-    small = {row["profile"]: row for row in data["small_files"]}
+    small = {row["profile_name"]: row for row in data["small_files"]}
     assert small["lite-metaae"]["full_bytes"] - small["lite-metaae"]["compact_bytes"] == 246 - 18 + 6 * 10
     assert all(row["full_us"] > 0 and row["compact_us"] > 0 for row in small.values())
-    saved = json.loads((tmp_path / "container.json").read_text())
-    assert saved["file_bytes"] == data["file_bytes"] and "machine" in saved
+    saved = valid_report((tmp_path / "container.json").read_text(), "bench container")
+    assert saved == data and "prosemc threads" in saved["machine"]
     assert "read + verify every CRC" in (tmp_path / "container.md").read_text()
 
 
@@ -151,30 +158,34 @@ def test_compact_file_without_its_profile_is_refused_in_one_line_naming_the_id_a
     assert list(tmp_path.iterdir()) == []
 
 
-def test_info_on_a_compact_file_names_its_profile_known_or_not():
-    unknown = json.loads(run(["info", str(COMPACT), "--json"]).stdout)
-    assert unknown["form"] == "compact" and unknown["version"] == "2.0" and unknown["header_bytes"] == 18
+def test_info_on_a_compact_file_names_its_profile_known_or_not(valid_report):
+    unknown = valid_report(run(["info", str(COMPACT), "--json"]).stdout, "info")
+    assert unknown["form"] == "compact" and unknown["psem_version"] == "2.0" and unknown["header_bytes"] == 18
     assert unknown["profile"] == {"id": VECTOR_PROFILE_ID, "known": False, "name": None, "source": None}
-    assert (unknown["encoder"], unknown["layers_declared"], unknown["status"]) == (None, None, "needs-profile")
+    assert (unknown["model"], unknown["codec"], unknown["tokens"]) == (None, None, None)
+    assert (unknown["layers_declared"], unknown["status"]) == (None, "needs-profile")
     assert [l["checksum"] for l in unknown["layers"]] == ["ok"] * 4  # verified without the header
     text = run(["info", str(COMPACT)]).stdout.decode()
-    assert f"profile   {VECTOR_PROFILE_ID}  not known to this install" in text and "encoder" not in text
+    assert f"profile   {VECTOR_PROFILE_ID}  not known to this install" in text and "model " not in text
 
 
-def test_profiles_add_then_info_decodes_and_expand_gives_the_full_vector(tmp_path, monkeypatch):
+def test_profiles_add_then_info_decodes_and_expand_gives_the_full_vector(tmp_path, monkeypatch, valid_report):
     monkeypatch.setenv("PROSEMC_PROFILES", str(tmp_path / "profiles"))
     added = CliRunner().invoke(cli, ["profiles", "add", str(VECTOR_PROFILE), "--json"])
     assert added.exit_code == 0, added.output
-    assert json.loads(added.stdout) == {"id": VECTOR_PROFILE_ID, "name": "vectors", "added": True,
-                                        "path": str(tmp_path / "profiles" / "vectors.json")}
+    assert valid_report(added.stdout, "profiles add") == {
+        "schema": 1, "command": "profiles add", "id": VECTOR_PROFILE_ID, "name": "vectors", "added": True,
+        "path": str(tmp_path / "profiles" / "vectors.json")}
     again = CliRunner().invoke(cli, ["profiles", "add", str(VECTOR_PROFILE), "--json"])
     assert json.loads(again.stdout)["added"] is False
-    info = json.loads(CliRunner().invoke(cli, ["info", str(COMPACT), "--json"]).stdout)
-    assert info["profile"]["known"] and info["encoder"] == "lite" and info["status"] == "complete"
+    info = valid_report(CliRunner().invoke(cli, ["info", str(COMPACT), "--json"]).stdout, "info")
+    assert info["profile"]["known"] and info["model"] == "lite" and info["status"] == "complete"
     out = tmp_path / "full.psem"
     result = CliRunner().invoke(cli, ["expand", str(COMPACT), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert out.read_bytes() == MULTI.read_bytes() and "expanded 4 layers" in result.output
+    assert out.read_bytes() == MULTI.read_bytes() and "prosemc: expanded 4 layers" in result.output
+    report = valid_report(CliRunner().invoke(cli, ["expand", str(COMPACT), "-o", str(out), "--json"]).stdout, "expand")
+    assert report["expanded"] and report["form"] == "full" and report["bytes"] == MULTI.stat().st_size
 
 
 def test_expand_with_a_given_profile_file_and_with_the_wrong_one(tmp_path):
@@ -190,24 +201,27 @@ def test_expand_with_a_given_profile_file_and_with_the_wrong_one(tmp_path):
     assert copied.stdout == MULTI.read_bytes() and b"already in the full form" in copied.stderr
 
 
-def test_truncate_compact_converts_a_full_file_through_a_pipe_within_a_budget():
+def test_truncate_compact_converts_a_full_file_through_a_pipe_within_a_budget(valid_report):
     whole = MULTI.read_bytes()
     result = run(["truncate", "-", "-o", "-", "--compact", "--max-bytes", "130", "--json"], whole)
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stderr.decode().splitlines()[0])
-    assert report["form"] == "compact" and report["layers"] == 3 and len(result.stdout) == report["bytes"] == 130
+    report = valid_report(result.stderr.decode().splitlines()[0], "truncate")
+    assert report["form"] == "compact" and len(report["layers"]) == 3 and len(result.stdout) == report["bytes"] == 130
     profile = profile_of(psem.loads(whole).header)  # the header less its metadata: the patch carries that
-    assert profile.metadata == {} and report["profile"] == psem.Profile.of(profile).hex
+    assert profile.metadata == {} and report["profile"]["id"] == psem.Profile.of(profile).hex
+    assert report["profile"]["known"] is False
     parsed = psem.loads(result.stdout, profiles=psem.ProfileStore(profiles=[psem.Profile.of(profile)]))
     assert parsed.layers == psem.loads(whole).layers[:3] and parsed.header == psem.loads(whole).header
     assert "the receiver needs it" in result.stderr.decode()  # the multilayer vector's profile is not built in
 
 
-def test_profiles_lists_the_built_in_ones_and_shows_one_as_its_json():
-    listing = json.loads(CliRunner().invoke(cli, ["profiles", "--json"]).stdout)
+def test_profiles_lists_the_built_in_ones_and_shows_one_as_its_json(valid_report):
+    listing = valid_report(CliRunner().invoke(cli, ["profiles", "--json"]).stdout, "profiles")
     names = {p["name"]: p for p in listing["profiles"]}
     assert {"lite-metaae", "lite-baseline", "lite-raw-f32", "lite-raw-f16", "lite-int8"} <= set(names)
     assert names["lite-metaae"]["id"] == "6094ba00f9a244a6" and names["lite-metaae"]["source"] == "built-in"
+    assert names["lite-metaae"]["codec"]["name"] == "metaae" and names["lite-metaae"]["layers_declared"] == 6
+    assert names["lite-metaae"]["model"] == "lite" and names["lite-metaae"]["tokens"]["shape"] == [49, 1280]
     shown = CliRunner().invoke(cli, ["profiles", "show", "6094ba00f9a244a6"])
     assert shown.exit_code == 0 and hashlib.sha256(shown.stdout.strip().encode()).hexdigest()[:16] == "6094ba00f9a244a6"
     missing = CliRunner().invoke(cli, ["profiles", "show", "nope"])

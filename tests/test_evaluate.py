@@ -23,11 +23,11 @@ def folder(tmp_path_factory, coffee):
     return path
 
 
-def test_eval_json_rows_cover_every_scheme_and_improve_with_level(folder):
+def test_eval_json_rows_cover_every_scheme_and_improve_with_level(folder, valid_report):
     result = CliRunner().invoke(cli, ["eval", "--images", str(folder), "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert (data["model"], data["images"]) == ("lite", 1)
+    data = valid_report(result.stdout, "eval")
+    assert (data["model"], data["images"], data["codecs"]) == ("lite", 1, ["metaae", "baseline"])
     schemes = {r["scheme"] for r in data["rows"]}
     assert schemes == {"metaae", "baseline", "metaae-compact", "baseline-compact", "raw-f16", "int8", "paper-json",
                        "jpeg", "webp"}

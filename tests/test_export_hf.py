@@ -15,6 +15,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_vlms  # noqa: E402
+from tiny_vlms import one_torch_thread  # noqa: E402,F401 - autouse fixture
 
 from prosemc import format as psem  # noqa: E402
 from prosemc.cli import cli  # noqa: E402
@@ -34,14 +35,6 @@ EXPECTED = {
     "idefics3": ((16, 48), {"rows": 0, "cols": 0}),  # one 32 px view, pixel shuffle x2
     "qwen2_vl": ((64, 48), {"image_grid_thw": [1, 16, 16]}),  # 64 px square (the processor's maximum), merge 2x2
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

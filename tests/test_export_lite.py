@@ -120,13 +120,13 @@ def test_int8_tokens_keep_the_label(int8_bundle, chelsea, torch_tokens):
     assert model.classify(tokens, 1)[0][0] == model.classify(torch_tokens, 1)[0][0]
 
 
-def test_edge_encode_runs_without_torch_and_writes_the_library_bytes(int8_bundle, chelsea, tmp_path):
+def test_edge_encode_runs_without_torch_and_writes_the_library_bytes(int8_bundle, chelsea, tmp_path, valid_report):
     out = tmp_path / "edge.psem"
     result = run_edge("encode", "--bundle", str(int8_bundle), str(chelsea), "-o", str(out), "--json")
     assert result.returncode == 0, result.stderr.decode()
-    report = json.loads(result.stdout)
-    assert report["entropy_coder"] == "portable" and report["runtime"] == "onnxruntime"
-    assert report["model"] == "lite" and report["codec"] == "metaae/1" and report["layers"] == 6
+    report = valid_report(result.stdout, "encode")
+    assert report["runtime"] == {"vision": "onnxruntime", "coder": "portable"}
+    assert report["model"] == "lite" and report["codec"]["id"] == "metaae/1" and len(report["layers"]) == 6
     with open(tmp_path / "library.psem", "wb") as sink:  # constriction in this process: the same bytes
         library = EdgeBundle.load(int8_bundle).encode_image(load_image(str(chelsea)), sink)
     assert library.entropy_coder == "constriction"
@@ -153,10 +153,10 @@ def test_cloud_answers_an_edge_psem(int8_bundle, chelsea, tmp_path, torch_tokens
     answered = CliRunner().invoke(cli, ["query", str(out), "what is shown?", "--json"])
     assert answered.exit_code == 0, answered.output
     reply = json.loads(answered.stdout)
-    assert reply["model"] == "lite" and reply["layers_used"] == 6 and "cat" in reply["answer"].lower()
+    assert reply["model"] == "lite" and len(reply["layers"]) == 6 and "cat" in reply["answer"].lower()
 
 
-def test_send_bundle_without_torch_gets_the_torch_edges_answer(int8_bundle, chelsea, cli_env):
+def test_send_bundle_without_torch_gets_the_torch_edges_answer(int8_bundle, chelsea, cli_env, valid_report):
     """`send --bundle` in a process where torch cannot be imported, to a real label-only `prosemc serve` on
     127.0.0.1: the torch edge's top-1 label, and the bytes of the bundle's own .psem layers."""
     from prosemc.serve.send import SendOptions, frame_tokens, send
@@ -166,24 +166,25 @@ def test_send_bundle_without_torch_gets_the_torch_edges_answer(int8_bundle, chel
     layers = frame_tokens(bundle.vision.encode_image(image), bundle.model_id, bundle.codec)
     server = ServerProcess(["--port", "0", "--no-llm"], cli_env)
     try:
-        result = run_edge("send", "--bundle", str(int8_bundle), str(chelsea), server.url, "-q", "what is shown?",
+        result = run_edge("send", "--bundle", str(int8_bundle), str(chelsea), server.url, "what is shown?",
                           "--no-llm", "--json")
         torch_edge = send(image, SendOptions(url=server.url, question="what is shown?", llm=False), lambda _: None)
     finally:
         server.stop()
     assert result.returncode == 0, result.stderr.decode()
-    reply = json.loads(result.stdout)
-    assert reply["model"] == "lite" and reply["layers_used"] == 6 and reply["stopped_by"] == "end"
-    assert reply["send"]["layers_sent"] == 6 and reply["send"]["bytes_sent"] == layers.layer_ends()[-1]
+    reply = valid_report(result.stdout, "send")
+    assert reply["model"] == "lite" and len(reply["layers"]) == 6 and reply["stopped_by"] == "end"
+    assert [layer["bytes"] for layer in reply["send"]["layers"]] == [len(chunk) for chunk in layers.chunks]
+    assert reply["send"]["bytes"] == reply["bytes"] == layers.layer_ends()[-1]
     top1 = reply["labels"][0]["label"]
     assert top1 == torch_edge["labels"][0]["label"] and top1 in reply["answer"]
-    assert b"6 of 6 layers" in result.stderr
+    assert b"prosemc: sent 6 of 6 layers" in result.stderr
 
 
 def test_send_bundle_refuses_model_and_codec_before_connecting(int8_bundle, chelsea):
     for extra in (["--model", "lite"], ["--codec", "baseline"]):
         result = CliRunner().invoke(cli, ["send", "--bundle", str(int8_bundle), str(chelsea), "http://127.0.0.1:9",
-                                          "-q", "what is shown?", *extra])
+                                          "what is shown?", *extra])
         assert result.exit_code == 2 and f"{extra[0]} cannot be combined with --bundle" in result.output, result.output
 
 
@@ -281,12 +282,14 @@ def test_export_bad_inputs_exit_2_before_any_work(tmp_path, calibration, int8_bu
     assert (existing / "keep.txt").read_text() == "user data" and not (tmp_path / "out").exists()
 
 
-def test_export_json_reports_parity_and_force_replaces(fp32_export, tmp_path):
+def test_export_json_reports_parity_and_force_replaces(fp32_export, tmp_path, valid_report):
     out, report = fp32_export
+    valid_report(report, "export")
     assert report["output"] == str(out) and report["parity"]["images"] == 2
     assert report["parity"]["token_cosine_mean"] >= 0.9999 and report["parity"]["top1_agreement"] == 1.0
     assert report["parity"]["check_images"] == str(ROOT / "examples")
-    assert {row["runs_on"] for row in report["graph"]["placement"]} == {"cpu"}
+    assert report["command"] == "export" and report["precision"] == "fp32"
+    assert {row["runs_on"] for row in report["manifest"]["graph"]["placement"]} == {"cpu"}
     bundle = tmp_path / "edge"
     shutil.copytree(out, bundle)
     (bundle / "stale.txt").write_text("from the old bundle")

@@ -36,23 +36,23 @@ def photo(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("codec", ["raw-f32", "baseline"])
-def test_encode_then_query_through_the_cli(checkpoint, photo, tmp_path, codec):
+def test_encode_then_query_through_the_cli(checkpoint, photo, tmp_path, codec, valid_report):
     out = tmp_path / "x.psem"
     encoded = CliRunner().invoke(cli, ["encode", str(photo), "-o", str(out), "--model", str(checkpoint),
                                        "--codec", codec, "--json"])
     assert encoded.exit_code == 0, encoded.output
     model = load_hf_model(str(checkpoint))
     header = psem.loads(out.read_bytes()).header
-    assert header.encoder == model.model_id == json.loads(encoded.stdout)["model"]
+    assert header.encoder == model.model_id == valid_report(encoded.stdout, "encode")["model"]
     edge = model.encode_image(load_image(str(photo)))
     assert list(header.token_shape) == list(edge.tokens.shape)
 
     unnamed = CliRunner().invoke(cli, ["query", str(out), "what is shown?"])
-    assert unnamed.exit_code == 2 and "from a local folder; pass that checkpoint (hub id or folder) with --model" \
-        in unnamed.output
+    assert unnamed.exit_code == 2
+    assert "from a local folder; pass that checkpoint (hub id or folder) as the model to answer with" in unnamed.output
     answered = CliRunner().invoke(cli, ["query", str(out), "what is shown?", "--model", str(checkpoint), "--json"])
     assert answered.exit_code == 0, answered.output
-    result = json.loads(answered.stdout)
+    result = valid_report(answered.stdout, "query")
     assert result["model"] == model.model_id and result["labels"] is None
     assert isinstance(result["answer"], str)
     if codec == "raw-f32":  # lossless: the answer is the unsplit model's own answer on the image

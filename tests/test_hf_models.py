@@ -20,6 +20,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import tiny_vlms  # noqa: E402
+from tiny_vlms import one_torch_thread  # noqa: E402,F401 - autouse fixture
 from PIL import Image  # noqa: E402
 
 from prosemc.errors import InputError, ModelError  # noqa: E402
@@ -41,17 +42,6 @@ EXPECTED = {
 }
 VISION = {"llava": "vision_tower", "idefics3": "vision_model", "smolvlm": "vision_model", "qwen2_vl": "visual"}
 LANGUAGE = {"llava": "language_model", "idefics3": "text_model", "smolvlm": "text_model", "qwen2_vl": "language_model"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny matrices: thread start-up costs more than the maths, badly so on a busy 2-core machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def image(height: int, width: int, seed: int) -> Image.Image:

@@ -145,8 +145,9 @@ def test_exif_orientation_is_applied():
 def test_empty_input_is_refused(tmp_path: Path):
     path = tmp_path / "empty.png"
     path.write_bytes(b"")
-    with pytest.raises(InputError, match=r"^empty\.png is empty; pass a JPEG, PNG, WebP, BMP or GIF file$"):
+    with pytest.raises(InputError) as info:
         load_image(path)
+    assert str(info.value) == f"{path} is empty; pass a JPEG, PNG, WebP, BMP or GIF file"  # the path as given
     with pytest.raises(InputError, match="is empty"):
         load_image(b"")
 
@@ -157,7 +158,7 @@ def test_non_image_is_refused(tmp_path: Path):
     with pytest.raises(InputError) as info:
         load_image(path)
     message = str(info.value)
-    assert message.startswith("x.txt is not an image (")
+    assert message.startswith(f"{path} is not an image (")
     assert message.endswith("; pass a JPEG, PNG, WebP, BMP or GIF file")
     assert "\n" not in message
 

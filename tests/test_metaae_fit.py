@@ -81,7 +81,7 @@ def test_user_errors(tmp_path) -> None:
         fit("lite-dense", empty, tmp_path / "x.safetensors", levels=[4, 8])
 
 
-def test_cli_exit_codes(tmp_path, photos, cache) -> None:
+def test_cli_exit_codes(tmp_path, photos, cache, valid_report) -> None:
     import prosemc.cli.fit  # noqa: F401  (registers the command even before the lead's import lands)
     from prosemc.cli import cli
 
@@ -95,5 +95,5 @@ def test_cli_exit_codes(tmp_path, photos, cache) -> None:
     result = runner.invoke(cli, ["fit", "--images", str(photos), "-o", str(tmp_path / "c.safetensors"), "--levels",
                                  "4,8", "--epochs", "1", "--views", "2", "--cache-dir", str(cache), "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    assert report["finished"] and report["sha256"] == sha(tmp_path / "c.safetensors")
+    report = valid_report(result.stdout, "fit")
+    assert report["finished"] and report["codec"]["weights_sha256"] == sha(tmp_path / "c.safetensors")

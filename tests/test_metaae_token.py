@@ -198,7 +198,8 @@ def test_cli_encodes_lite_dense_with_metaae_by_default(tmp_path, coffee) -> None
     result = CliRunner().invoke(cli, ["encode", str(coffee), "-o", str(out), "--model", "lite-dense", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["codec"] == "metaae/1" and report["tokens"] == [196, 112] and report["layers"] == 19
+    assert report["codec"]["id"] == "metaae/1" and report["tokens"]["shape"] == [196, 112]
+    assert len(report["layers"]) == report["layers_declared"] == 19
     result = CliRunner().invoke(cli, ["decode", str(out), "-o", str(tmp_path / "t.safetensors"), "--layers", "5"])
     assert result.exit_code == 0, result.output
     assert load_file(str(tmp_path / "t.safetensors"))["tokens"].shape == (196, 112)

@@ -41,11 +41,12 @@ def cache(tmp_path: Path, cli_env: dict[str, str]) -> tuple[Path, dict[str, str]
     return root, {**cli_env, "PROSEMC_CACHE": str(root), "HF_HUB_CACHE": str(hub)}
 
 
-def test_cache_lists_every_entry_with_kind_and_bytes(cache):
+def test_cache_lists_every_entry_with_kind_and_bytes(cache, valid_report):
     root, env = cache
     listed = prosemc(env, "cache", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    data = json.loads(listed.stdout)
+    data = valid_report(listed.stdout, "cache list")
+    assert valid_report(prosemc(env, "cache", "--json").stdout, "cache list") == data
     kinds = {e["name"]: (e["kind"], e["bytes"]) for e in data["entries"]}
     assert kinds == {f".{LLM}.tmp-abc": ("partial", 10), "checkpoint-hashes.json": ("hashes", 2),
                      "metaae-tokens": ("tokens", 500), "notes.txt": ("other", 4),
@@ -56,13 +57,14 @@ def test_cache_lists_every_entry_with_kind_and_bytes(cache):
     assert "  tokens       500 B  metaae-tokens" in text.stdout.splitlines()
 
 
-def test_cache_remove_by_kind_or_name_and_all_leaves_foreign_files(cache):
+def test_cache_remove_by_kind_or_name_and_all_leaves_foreign_files(cache, valid_report):
     root, env = cache
     removed = prosemc(env, "cache", "remove", "tokens", "--json")
     assert removed.returncode == 0, removed.stderr
-    assert json.loads(removed.stdout)["bytes"] == 500 and not (root / "metaae-tokens").exists()
+    assert valid_report(removed.stdout, "cache remove")["bytes"] == 500 and not (root / "metaae-tokens").exists()
     by_name = prosemc(env, "cache", "remove", LLM)
-    assert by_name.returncode == 0 and "prosemc: freed 1.0 KB" in by_name.stderr
+    assert by_name.returncode == 0 and by_name.stderr.splitlines() == [
+        f"prosemc: removed {root / LLM} (1.0 KB)", "prosemc: removed 1 entry, freed 1.0 KB"]
     assert sorted(p.name for p in root.iterdir()) == [f".{LLM}.tmp-abc",
                                                       "checkpoint-hashes.json", "notes.txt"]
     everything = prosemc(env, "cache", "remove", "--all", "--json")
@@ -76,24 +78,25 @@ def test_cache_remove_by_kind_or_name_and_all_leaves_foreign_files(cache):
     assert nothing.returncode == 2 and "say what to remove" in nothing.stderr
 
 
-def test_models_lists_lite_codecs_families_and_what_is_present(cache):
+def test_models_lists_lite_codecs_families_and_what_is_present(cache, valid_report):
     root, env = cache
     shown = prosemc(env, "models", "--json")
     assert shown.returncode == 0, shown.stderr
-    data = json.loads(shown.stdout)
+    data = valid_report(shown.stdout, "models")
     lite = data["models"][0]
     assert lite["name"] == "lite" and lite["parts"]["encoder_weights"]["present"] is True
     assert lite["parts"]["answerer_gguf"]["present"] is True
     assert lite["parts"]["answerer_cache"] == {"path": str(root / LLM),
                                                "present": True, "bytes": 1000}
     assert [c["name"] for c in data["codecs"]] == ["metaae", "baseline", "raw-f32", "raw-f16", "int8"]
-    metaae = data["codecs"][0]["weights"]
+    assert data["codecs"][1]["id"] == "sr-baseline/1" and "weights" not in data["codecs"][1]
+    metaae, dense = data["codecs"][0]["weights"]
+    assert metaae["model"] == "lite" and dense["model"] == "lite-dense"
     assert metaae["present"] and len(metaae["sha256"]) == 64 and metaae["path"].endswith("metaae-lite.safetensors")
     assert data["models"][1]["name"] == "lite-dense"
-    dense = data["codecs"][0]["weights_by_model"]["lite-dense"]
     assert dense["present"] and dense["path"].endswith("metaae-lite-dense.safetensors") and len(dense["sha256"]) == 64
     assert [f["family"] for f in data["hf_families"]] == ["llava", "idefics3", "qwen2_vl"]
     assert [(c["id"], c["family"]) for c in data["hf_checkpoints"]] == [("org/tiny-llava", "llava")]  # not bert
-    assert len(data["cache"]["entries"]) == 5
+    assert len(data["cache"]["entries"]) == 5 and data["cache"]["bytes"] == 1516
     text = prosemc(env, "models")
     assert "  org/tiny-llava (llava, " in text.stdout and "answerer cache: 1.0 KB" in text.stdout

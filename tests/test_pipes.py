@@ -47,8 +47,8 @@ def test_stream_cut_mid_layer_answers_from_complete_layers(chelsea, cli_env, tmp
                 pipefail=False)
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert (answer["layers_used"], answer["status"], answer["bytes_used"]) == (2, "truncated", ends[1])
-    assert f"2 complete layers, then truncated at byte {cut}" in result.stderr.decode()
+    assert (len(answer["layers"]), answer["status"], answer["bytes"]) == (2, "truncated", ends[1])
+    assert f"prosemc: <stdin>: 2 complete layers, then truncated at byte {cut}" in result.stderr.decode()
 
 
 def free_port() -> int:
@@ -91,6 +91,6 @@ def test_netcat_recipe_on_loopback(chelsea, cli_env, budget, form):
     assert answer["model"] == "lite" and answer["answer"]
     assert answer["labels"][0]["label"] in CAT_LABELS
     if budget:
-        assert answer["bytes_used"] <= budget and answer["status"] == "prefix"
+        assert answer["bytes"] <= budget and answer["status"] == "prefix"
     else:
         assert answer["status"] == "complete"

@@ -81,12 +81,13 @@ def test_health_and_models_name_the_weights(server):
 
 
 @needs_curl
-def test_curl_recipe_streams_and_replies_like_query(server, chelsea, chelsea_psem, cli_env):
+def test_curl_recipe_streams_and_replies_like_query(server, chelsea, chelsea_psem, cli_env, valid_report):
     """`prosemc encode | curl -T -` gets the same JSON as `prosemc query --json` (plus the server's keys)."""
     import io
 
     from prosemc.models import load_model
-    from prosemc.pipeline import answer_report, read_tokens
+    from prosemc.pipeline import read_tokens
+    from prosemc.report import answer_report
 
     piped = subprocess.run(["bash", "-o", "pipefail", "-c",
                             f"prosemc encode {chelsea} -o - | curl -sS --fail-with-body -T - '{server.url}{QUERY}&estimate=1'"],
@@ -94,10 +95,13 @@ def test_curl_recipe_streams_and_replies_like_query(server, chelsea, chelsea_pse
     assert piped.returncode == 0, piped.stderr
     reply = json.loads(piped.stdout)
     decoded = read_tokens(io.BytesIO(chelsea_psem))  # what `prosemc query --json` computes, in this process
-    expected = answer_report(decoded, load_model("lite").answer(decoded.edge, "what is shown?"), {})
+    expected = answer_report(decoded, load_model("lite").answer(decoded.edge, "what is shown?"), {}, input="<request>",
+                             question="what is shown?")
     assert set(expected) <= set(reply)
-    for key in ("answer", "labels", "model", "codec", "layers_used", "layers_declared", "bytes_used", "status"):
+    for key in ("schema", "command", "input", "question", "answer", "labels", "model", "codec", "tokens", "layers",
+                "layers_declared", "header_bytes", "bytes", "status"):
         assert reply[key] == expected[key], key
+    valid_report(reply, "query")
     assert reply["labels"][0]["label"] in CAT_LABELS and reply["stopped_by"] == "end"
     assert 0.99 <= reply["estimate"] <= 1.0 and len(reply["layer_arrivals_ms"]) == 6
     assert set(reply["timings_ms"]) >= {"read_decode", "answer"}
@@ -111,7 +115,8 @@ def test_events_report_each_layer_with_its_estimate(server, chelsea_psem):
     assert estimates == sorted(estimates) and 0.4 < estimates[0] < 0.8 and estimates[-1] > 0.99
     assert [e["bytes"] for e in events[1:7]] == [chunk.end for chunk in psem.PsemReader(chelsea_psem)]
     answer = events[-1]
-    assert answer["layers_used"] == 6 and answer["labels"][0]["label"] in CAT_LABELS
+    assert len(answer["layers"]) == 6 and answer["labels"][0]["label"] in CAT_LABELS
+    assert events[0]["codec"]["name"] == "metaae" and events[0]["layers_declared"] == 6
     assert answer["answer"].startswith("The photo most likely shows")
 
 
@@ -119,7 +124,7 @@ def test_server_stops_at_the_confidence(server, chelsea_psem):
     status, body = http(server.url, "PUT", QUERY + "&confidence=0.9&llm=0", pieces_of(chelsea_psem))
     reply = json.loads(body)
     assert status == 200 and reply["stopped_by"] == "confidence"
-    assert 1 <= reply["layers_used"] < 6 and reply["estimate"] >= 0.9
+    assert 1 <= len(reply["layers"]) < 6 and reply["estimate"] >= 0.9
 
 
 def test_server_answers_at_the_deadline_from_what_arrived(server, chelsea_psem):
@@ -127,7 +132,7 @@ def test_server_answers_at_the_deadline_from_what_arrived(server, chelsea_psem):
     start = time.monotonic()
     status, body = http(server.url, "PUT", QUERY + "&deadline=0.5&llm=0", pieces_of(chelsea_psem), pause_s=2.0)
     reply = json.loads(body)
-    assert status == 200 and reply["stopped_by"] == "deadline" and reply["layers_used"] == 1
+    assert status == 200 and reply["stopped_by"] == "deadline" and len(reply["layers"]) == 1
     assert reply["timings_ms"]["stream"] < 1500 and time.monotonic() - start >= 0.5
 
 
@@ -167,7 +172,7 @@ def test_a_client_killed_mid_stream_is_logged_and_nobody_else_notices(server, ch
     http(server.url, "PUT", QUERY, pieces_of(chelsea_psem), close_after=2)
     assert "client-gone" in server.log_after(mark, "client-gone")
     status, body = http(server.url, "PUT", QUERY + "&llm=0", [chelsea_psem])
-    assert status == 200 and json.loads(body)["layers_used"] == 6
+    assert status == 200 and len(json.loads(body)["layers"]) == 6
     assert json.loads(body)["estimate"] is None  # not asked for: no second decode
 
 
@@ -183,7 +188,7 @@ def test_netcat_recipe_against_the_persistent_server(server, chelsea, cli_env):
         assert reply["model"] == "lite" and reply["answer"] and reply["labels"][0]["label"] in CAT_LABELS
         assert reply["status"] == ("prefix" if budget else "complete")
         if budget:
-            assert reply["bytes_used"] <= budget
+            assert reply["bytes"] <= budget
 
 
 @needs_nc
@@ -200,10 +205,10 @@ def run_send(args: list[str], env: dict[str, str], timeout: float = 300) -> subp
 
 
 def test_send_prints_the_answer(server, chelsea, cli_env):
-    done = run_send([str(chelsea), server.url, "-q", "what is shown?"], cli_env)
+    done = run_send([str(chelsea), server.url, "what is shown?"], cli_env)
     assert done.returncode == 0, done.stderr
     assert any(word in done.stdout.lower() for word in ("cat", "mau", "tabby"))
-    assert "6 of 6 layers" in done.stderr
+    assert "prosemc: sent 6 of 6 layers" in done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -228,8 +233,9 @@ def test_send_with_confidence_stops_early_and_keeps_the_label(server, chelsea_ed
     report, _ = send_in_process(server, chelsea_edge, confidence=0.9, llm=False)
     sent = report["send"]
     first = next(k for k, e in enumerate(sent["estimates"], 1) if e >= 0.9)
-    assert sent["plan"] == "confidence" and sent["layers_sent"] == first < 6 == sent["layers_produced"]
-    assert report["layers_used"] == first and sent["cloud_estimates"] == sent["estimates"][:first]
+    assert sent["plan"] == "confidence" and len(sent["layers"]) == first < 6 == sent["layers_declared"]
+    assert len(report["layers"]) == first and sent["cloud_estimates"] == sent["estimates"][:first]
+    assert [layer["bytes"] for layer in sent["layers"]] == [layer["bytes"] for layer in report["layers"]]
     assert report["labels"][0]["label"] in CAT_LABELS
 
 
@@ -238,21 +244,21 @@ def test_send_waiting_for_the_clouds_estimates(server, chelsea_edge):
     sent = report["send"]
     estimates = sent["cloud_estimates"]
     assert sent["plan"] == "confidence" and estimates[-1] >= 0.8 and all(e < 0.8 for e in estimates[:-1])
-    assert sent["estimates"] is None and sent["layers_sent"] == len(estimates) == report["layers_used"]
+    assert sent["estimates"] is None and len(sent["layers"]) == len(estimates) == len(report["layers"])
 
 
 def test_send_under_an_impossible_deadline_sends_layer_one_and_says_so(server, chelsea_edge):
     report, log = send_in_process(server, chelsea_edge, deadline_s=0.01, bandwidth="1mbit", llm=False)
-    assert report["send"]["layers_sent"] == 1 and report["send"]["plan"] == "deadline-miss"
-    assert report["layers_used"] == 1 and any("deadline cannot be met" in line for line in log)
+    assert len(report["send"]["layers"]) == 1 and report["send"]["plan"] == "deadline-miss"
+    assert len(report["layers"]) == 1 and any("deadline cannot be met" in line for line in log)
 
 
 def test_send_with_a_tight_bandwidth_budget_plans_fewer_layers(server, chelsea_edge):
     """At 20 kbit/s, a 1.5 s deadline with a label-only answer leaves room for a few layers, not all six."""
     report, _ = send_in_process(server, chelsea_edge, deadline_s=1.5, bandwidth="20kbit", llm=False)
     sent = report["send"]
-    assert sent["plan"] == "deadline" and 1 <= sent["layers_sent"] < 6 == sent["layers_produced"]
-    assert (sent["bytes_sent"] + 300) * 8 / 20e3 <= 1.5 and report["layers_used"] == sent["layers_sent"]
+    assert sent["plan"] == "deadline" and 1 <= len(sent["layers"]) < 6 == sent["layers_declared"]
+    assert (sent["bytes"] + 300) * 8 / 20e3 <= 1.5 and len(report["layers"]) == len(sent["layers"])
 
 
 def test_send_to_another_models_server_is_refused_before_streaming(server):
@@ -280,12 +286,12 @@ def free_port() -> int:
 
 def test_send_retries_while_the_server_restarts_and_gives_up_when_it_stays_down(chelsea, cli_env):
     port = free_port()
-    down = run_send([str(chelsea), f"http://127.0.0.1:{port}", "-q", "what?", "--retries", "1"], cli_env)
+    down = run_send([str(chelsea), f"http://127.0.0.1:{port}", "what?", "--retries", "1"], cli_env)
     assert down.returncode == 2 and "retrying in 0.5 s" in down.stderr
-    assert down.stderr.strip().splitlines()[-1].startswith("Error: cannot reach the server")
+    assert down.stderr.strip().splitlines()[-1].startswith("prosemc: error: cannot reach the server")
     # the server is down (as after a kill) when the client starts, and comes back while it retries
     client = subprocess.Popen([sys.executable, "-m", "prosemc", "send", str(chelsea), f"http://127.0.0.1:{port}",
-                               "-q", "what is shown?", "--no-llm", "--retries", "8", "--json"],
+                               "what is shown?", "--no-llm", "--retries", "8", "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env)
     time.sleep(1.0)
     second = ServerProcess(["--port", str(port), "--no-llm"], cli_env)
@@ -311,13 +317,13 @@ def test_token_is_required_everywhere(token_server, chelsea, chelsea_psem, chels
     status, body = http(token_server.url, "PUT", QUERY, [chelsea_psem], headers={"Authorization": "Bearer wrong"})
     assert status == 401 and "bearer token" in json.loads(body)["error"]
     status, body = http(token_server.url, "PUT", QUERY, [chelsea_psem], headers=AUTH)
-    assert status == 200 and json.loads(body)["layers_used"] == 6
+    assert status == 200 and len(json.loads(body)["layers"]) == 6
     from prosemc.serve.send import ServerRefused
 
     with pytest.raises(ServerRefused, match="bearer token"):
         send_in_process(token_server, chelsea_edge, llm=False, retries=0)
     env = {**cli_env, "PROSEMC_TOKEN": "s3cret"}
-    assert run_send([str(chelsea), token_server.url, "-q", "what?", "--no-llm"], env).returncode == 0
+    assert run_send([str(chelsea), token_server.url, "what?", "--no-llm"], env).returncode == 0
 
 
 @needs_nc
@@ -328,7 +334,7 @@ def test_netcat_needs_the_token_line(token_server, chelsea_psem):
         return json.loads(done.stdout)
 
     assert ask(b"what is shown?\n")["status"] == 401
-    assert ask(b"Bearer s3cret\nwhat is shown?\n")["layers_used"] == 6
+    assert len(ask(b"Bearer s3cret\nwhat is shown?\n")["layers"]) == 6
 
 
 def test_a_body_over_the_servers_limit_gets_413(token_server, chelsea_psem):
@@ -356,7 +362,7 @@ def test_a_stalled_client_gets_408_while_others_are_served(token_server, chelsea
     status, body = http(token_server.url, "PUT", QUERY, [chelsea_psem], headers=AUTH)
     served_in = time.monotonic() - start
     stalled.join(timeout=60)
-    assert status == 200 and json.loads(body)["layers_used"] == 6 and served_in < 1.5
+    assert status == 200 and len(json.loads(body)["layers"]) == 6 and served_in < 1.5
     code, reply = results["stalled"]
     assert code == 408 and "no data for 2 s" in json.loads(reply)["error"]
     assert "408" in token_server.log_after(mark, " 408 ")

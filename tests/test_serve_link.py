@@ -24,7 +24,7 @@ def namespaces() -> set[str]:
 
 
 def send_over(link, url: str, chelsea, env, *extra: str) -> dict:
-    done = subprocess.run(link.edge_command([sys.executable, "-m", "prosemc", "send", str(chelsea), url, "-q",
+    done = subprocess.run(link.edge_command([sys.executable, "-m", "prosemc", "send", str(chelsea), url,
                                              "what is shown?", "--no-llm", "--json", *extra]),
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -43,7 +43,7 @@ def test_send_over_the_namespace_link(chelsea, cli_env):
             sent = report["send"]
             # the TCP handshake crosses the link: one 200 ms round trip, not loopback's microseconds
             assert 190 <= sent["rtt_ms"] <= 600 and time.monotonic() - start > 0.4
-            assert report["layers_used"] == 6 == sent["layers_sent"] and report["stopped_by"] == "end"
+            assert len(report["layers"]) == 6 == len(sent["layers"]) and report["stopped_by"] == "end"
             if sent["measured_bandwidth_bps"]:  # layer arrivals at the server, ~40 ms apart: the order of 1 Mbps
                 assert 0.25e6 <= sent["measured_bandwidth_bps"] <= 2.5e6  # tbf burst and timing jitter blur it
         finally:
@@ -61,6 +61,6 @@ def test_send_over_the_throttling_relay(chelsea, cli_env):
             report = send_over(link, f"http://{host}:{port}", chelsea, cli_env, "--confidence", "0.9")
             # GET /v1/models and the query each cross the relay both ways: at least two 200 ms round trips
             assert time.monotonic() - start > 0.4
-            assert report["send"]["plan"] == "confidence" and report["layers_used"] < 6
+            assert report["send"]["plan"] == "confidence" and len(report["layers"]) < 6
     finally:
         server.stop()

@@ -41,7 +41,8 @@ def test_two_replicas_behind_rays_proxy_serve_the_same_api(cli_env, chelsea, tmp
         assert status == 200 and json.loads(body)["default_codec"] == "metaae/1"
         status, body = http(server.url, "PUT", "/v1/query?q=what+is+shown%3F&llm=0", [psem.read_bytes()])
         reply = json.loads(body)
-        assert status == 200 and reply["layers_used"] == 6 and reply["labels"][0]["label"] in {"tabby cat", "tiger cat", "Egyptian Mau"}
+        assert status == 200 and len(reply["layers"]) == 6
+        assert reply["labels"][0]["label"] in {"tabby cat", "tiger cat", "Egyptian Mau"}
         status, body = http(server.url, "PUT", "/v1/query?q=what", [b"not a psem"])
         assert status == 400 and "bad magic" in json.loads(body)["error"]
     finally:

@@ -75,7 +75,7 @@ def small_files(progress: Progress | None = None) -> list[dict[str, Any]]:
             _read_all(data, store)
         seconds = _alternating_rounds({form: lambda data=data: [_read_all(data, store) for _ in range(SMALL_READS)]
                                        for form, data in files.items()}, SMALL_ROUNDS)
-        rows.append({"profile": name, "layers": len(layers), "full_bytes": len(files["full"]),
+        rows.append({"profile_name": name, "layer_count": len(layers), "full_bytes": len(files["full"]),
                      "compact_bytes": len(files["compact"]),
                      **{f"{form}_us": round(min(s) / SMALL_READS * 1e6, 2) for form, s in seconds.items()}})
         if progress:
@@ -109,7 +109,7 @@ def run(megabytes: int = 10, layers: int = 10, progress: Progress | None = None)
                 if progress:
                     progress.advance(note=f"cold prosemc info, {form}")
     assert all(r.returncode == 0 for runs in info_runs.values() for r in runs)
-    results: dict[str, Any] = {"file_bytes": size["full"], "compact_file_bytes": size["compact"], "layers": layers,
+    results: dict[str, Any] = {"file_bytes": size["full"], "compact_file_bytes": size["compact"], "layer_count": layers,
                                "rounds": READS}
     for form, prefix in (("full", ""), ("compact", "compact_")):
         ordered = sorted(seconds[form])
@@ -131,7 +131,7 @@ def markdown(results: dict[str, Any], machine: str) -> str:
     lines = [
         "# `prosemc bench container`",
         "",
-        f"Machine: {machine}; one thread. A file of {r['file_bytes']:,} bytes in {r['layers']} random layers, on "
+        f"Machine: {machine}; one thread. A file of {r['file_bytes']:,} bytes in {r['layer_count']} random layers, on "
         f"disk, in the full form and in the compact form ({r['compact_file_bytes']:,} bytes), timed in "
         f"{r['rounds']} alternating rounds of one run (best and median).",
         "",
@@ -153,6 +153,6 @@ def markdown(results: dict[str, Any], machine: str) -> str:
         "| profile | layers | full bytes | compact bytes | full µs / file | compact µs / file |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {s['profile']} | {s['layers']} | {s['full_bytes']} | {s['compact_bytes']} | {s['full_us']} | "
+    lines += [f"| {s['profile_name']} | {s['layer_count']} | {s['full_bytes']} | {s['compact_bytes']} | {s['full_us']} | "
               f"{s['compact_us']} |" for s in r["small_files"]]
     return "\n".join(lines) + "\n"

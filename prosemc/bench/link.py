@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         print(link.describe())
         if link.kind == "netns":
             print(f"cloud: {' '.join(link.cloud_command(['prosemc', 'serve', '--host', CLOUD_IP]))}")
-            print(f"edge:  {' '.join(link.edge_command(['prosemc', 'send', 'photo.jpg', f'http://{CLOUD_IP}:8000', '-q', 'what is shown?']))}")
+            print(f"edge:  {' '.join(link.edge_command(['prosemc', 'send', 'photo.jpg', f'http://{CLOUD_IP}:8000', 'what is shown?']))}")
         else:
             host, port = link.address(args.relay_port)
             print(f"edge dials {host}:{port} to reach 127.0.0.1:{args.relay_port}")

@@ -84,18 +84,19 @@ def form_overheads(photos: dict[str, Any], model: Any, codecs: list[str]) -> lis
     from prosemc.format import chunk_size, header_size
     from prosemc.pipeline import build_psem
     from prosemc.profiles import profile_of
+    from prosemc.report import codec_object
 
     rows = []
     for name in codecs:
-        samples = []
+        samples, codec = [], make_codec(name)
         for image in photos.values():
-            header, layers = build_psem(model.encode_image(image), model.model_id, make_codec(name))
+            header, layers = build_psem(model.encode_image(image), model.model_id, codec)
             payload = len(layers[0])
             samples.append({"layer1_payload": payload, "full_header": header_size(header),
                             "full_framing": chunk_size(payload) - payload,
                             "compact_header": header_size(header, profile_of(header)),
                             "compact_framing": chunk_size(payload, compact=True) - payload})
-        row: dict[str, Any] = {"codec": name}
+        row: dict[str, Any] = {"codec": codec_object(header.codec, header.entropy)}
         for key in samples[0]:
             row[key] = round(statistics.mean(s[key] for s in samples), 1)
         row["compact_overhead_max"] = max(s["compact_header"] + s["compact_framing"] for s in samples)
@@ -260,7 +261,7 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str) -> str:
     lines += ["", "Header and layer-1 framing bytes (mean over photos; target for `lite` compact: at most 24):", "",
               "| codec | layer 1 payload | full header | full framing | compact header | compact framing | "
               "compact header + framing, worst photo |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {o['codec']} | {o['layer1_payload']:.1f} | {o['full_header']:.0f} | {o['full_framing']:.0f} | "
+    lines += [f"| {o['codec']['name']} | {o['layer1_payload']:.1f} | {o['full_header']:.0f} | {o['full_framing']:.0f} | "
               f"{o['compact_header']:.1f} | {o['compact_framing']:.1f} | {o['compact_overhead_max']} |"
               for o in results["overheads"]]
     lines += ["", "Bytes for top-1 agreement 0.95 (interpolated on each codec's ladder): " + ", ".join(

@@ -99,19 +99,19 @@ def end_to_end(link: Any, url: str, images: list[Path], bundle: Path, repeats: i
     what a device that has run once has)."""
     edges = {"bundle": ["--bundle", str(bundle)], "torch": ["--model", "lite"]}
     for extra in edges.values():
-        timed_send(link.edge_command([sys.executable, "-m", "prosemc", "send", str(images[0]), url, "-q", QUESTION,
+        timed_send(link.edge_command([sys.executable, "-m", "prosemc", "send", str(images[0]), url, QUESTION,
                                       "--json", "--no-llm", *extra]))
     rows = []
     for llm in (False, True):
         for image in images:
             for _ in range(repeats):
                 for edge, extra in edges.items():
-                    argv = [sys.executable, "-m", "prosemc", "send", str(image), url, "-q", QUESTION, "--json", *extra]
+                    argv = [sys.executable, "-m", "prosemc", "send", str(image), url, QUESTION, "--json", *extra]
                     answered, exited, report = timed_send(link.edge_command(argv + ([] if llm else ["--no-llm"])))
-                    rows.append({"edge": edge, "mode": "llm" if llm else "labels", "image": image.name,
+                    rows.append({"edge": edge, "mode": "llm" if llm else "label_only", "image": image.name,
                                  "seconds": answered, "exit_s": exited, "top1": report["labels"][0]["label"],
                                  "encode_ms": report["send"]["timings_ms"]["encode"],
-                                 "bytes": report["send"]["bytes_sent"]})
+                                 "bytes": report["send"]["bytes"]})
     return rows
 
 
@@ -180,7 +180,7 @@ def summarise(quality: dict[str, Any], latency: list[dict[str, Any]], e2e: list[
               rss: dict[str, float], calm: dict[str, Any], faulty: dict[str, Any], seconds: float, link: str,
               photos: list[str]) -> dict[str, Any]:
     answer = {}
-    for mode in ("labels", "llm"):
+    for mode in ("label_only", "llm"):
         rows = [r for r in latency if r["mode"] == mode]
         link_s = [r["link_s"] + r["bytes"] * 8 / RATE_BPS for r in rows]
         answer[mode] = {"total_s": _stats([r["total_s"] for r in rows]),
@@ -192,9 +192,9 @@ def summarise(quality: dict[str, Any], latency: list[dict[str, Any]], e2e: list[
         "link": link, "photos": photos,
         "answer_time": answer,
         "end_to_end_s": {edge: {mode: _stats([r["seconds"] for r in e2e if r["edge"] == edge and r["mode"] == mode])
-                                for mode in ("labels", "llm")} for edge in EDGES},
+                                for mode in ("label_only", "llm")} for edge in EDGES},
         "end_to_end_exit_s": {edge: {mode: _stats([r["exit_s"] for r in e2e if r["edge"] == edge and r["mode"] == mode])
-                                     for mode in ("labels", "llm")} for edge in EDGES},
+                                     for mode in ("label_only", "llm")} for edge in EDGES},
         "end_to_end_top1": _top1(e2e),
         "end_to_end_rows": e2e,
         "estimator": quality["summary"],
@@ -252,7 +252,7 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str) -> str:
         "| reply | total p50 / p95 s | link time p50 s | beyond the link p50 / p95 s | model answer p50 ms |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for mode, label in (("labels", "label-only (`llm=0`)"), ("llm", "full answer (SmolLM2)")):
+    for mode, label in (("label_only", "label-only (`llm=0`)"), ("llm", "full answer (SmolLM2)")):
         row = a[mode]
         lines.append(f"| {label} | {row['total_s']['p50']:.3f} / {row['total_s']['p95']:.3f} | {row['link_s']['p50']:.3f} "
                      f"| {row['beyond_link_s']['p50']:.3f} / {row['beyond_link_s']['p95']:.3f} "
@@ -264,11 +264,11 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str) -> str:
               "| edge | reply | answer printed p50 / p95 s | process exit p50 s | runs | ≤ 2.3 s (p95) |",
               "| --- | --- | --- | --- | --- | --- |"]
     for edge, name in (("bundle", "torch-free bundle (`--bundle`, onnxruntime int8)"), ("torch", "torch (`--model lite`)")):
-        for mode, label in (("labels", "label-only"), ("llm", "full answer")):
+        for mode, label in (("label_only", "label-only"), ("llm", "full answer")):
             row, exit_row = e[edge][mode], results["end_to_end_exit_s"][edge][mode]
             lines.append(f"| {name} | {label} | {row['p50']:.2f} / {row['p95']:.2f} | {exit_row['p50']:.2f} | {row['n']} "
                          f"| {'yes' if row['p95'] <= 2.3 else '**no**'} |")
-    lines += ["", "Each run is a new `prosemc send IMAGE URL -q ... --json` process at the edge end of the link "
+    lines += ["", "Each run is a new `prosemc send IMAGE URL QUESTION --json` process at the edge end of the link "
               "(3 photos × 3 runs per row, bundle and torch edge alternating, after one unrecorded run of each), timed "
               "from process start to its answer line on stdout; the target (≤ 2.3 s, a third of the paper's 6.94 s) is "
               "for the bundle. Top-1 labels (bundle / torch edge): "

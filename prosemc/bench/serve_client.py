@@ -52,7 +52,7 @@ def latency(url: str, streams: list[bytes], repeats: int) -> dict[str, Any]:
         for index, data in enumerate(streams):
             for _ in range(repeats):
                 link_s, total_s, reply = query_once(url, data, llm)
-                rows.append({"mode": "llm" if llm else "labels", "photo": index, "bytes": len(data), "link_s": link_s,
+                rows.append({"mode": "llm" if llm else "label_only", "photo": index, "bytes": len(data), "link_s": link_s,
                              "total_s": total_s, "server_ms": reply["timings_ms"], "top1": reply["labels"][0]["label"]})
     return {"rows": rows}
 

@@ -1,9 +1,10 @@
 """The `prosemc` command line: one click group; commands are thin and import heavy modules lazily.
 
-Every failure a user can cause becomes exactly one line on stderr and exit code 2, never a traceback:
-library errors (`ProsemcError`), usage errors, and the environment's (disk full, read-only file system, ...).
-Messages are escaped to one printable line, so no file name or header string can forge lines or drive the
-terminal. SIGTERM and SIGHUP unwind like SIGINT (temp files are removed), then end the process by that signal.
+Every failure a user can cause becomes exactly one line on stderr, "prosemc: error: ...", and exit code 2, never a
+traceback: library errors (`ProsemcError`), usage errors, and the environment's (disk full, read-only file system,
+...). Messages are escaped to one printable line, so no file name or header string can forge lines or drive the
+terminal. A batch in which some items failed and others succeeded exits with code 3. SIGTERM and SIGHUP unwind
+like SIGINT (temp files are removed), then end the process by that signal.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, IO
 
 import click
 
-from prosemc import __version__
+from prosemc.cli.console import PREFIX, printable
+from prosemc.cli.options import verbosity_options
 from prosemc.errors import ProsemcError
 from prosemc.format.errors import UnknownProfileError
+
+PARTIAL_FAILURE_EXIT = 3
 
 
 class UserError(click.ClickException):
@@ -28,19 +32,42 @@ class UserError(click.ClickException):
     def __init__(self, message: str) -> None:
         super().__init__(printable(message))
 
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"{PREFIX}error: {self.format_message()}", file=file, err=file is None)
 
-def printable(text: str) -> str:
-    """TEXT with control and other non-printable characters escaped (\\n, \\x1b, \\u202e): one line, inert."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+class PartialFailure(UserError):
+    """Some items of a batch failed (each already reported), the others succeeded; exit code 3."""
+
+    exit_code = PARTIAL_FAILURE_EXIT
 
 
 def _one_line_usage(error: click.UsageError) -> UserError:
     command = error.ctx.command_path if error.ctx is not None else "prosemc"
-    return UserError(f"{error.format_message().rstrip('.')}; see '{command} --help'")
+    message = error.format_message()
+    if message.endswith("?"):  # click's "Did you mean ...?"
+        return UserError(f"{message} See '{command} --help'")
+    return UserError(f"{message.rstrip('.')}; see '{command} --help'")
+
+
+class ProsemcCommand(click.Command):
+    """A command that also takes -q/--quiet and -v/--verbose."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(verbosity_options())
 
 
 class ProsemcGroup(click.Group):
-    """A click group that turns library, usage and environment errors into one-line `UserError`s."""
+    """A click group that turns library, usage and environment errors into one-line `UserError`s; its commands and
+    subgroups take -q/--quiet and -v/--verbose, as it does itself."""
+
+    command_class = ProsemcCommand
+    group_class = type  # subgroups are ProsemcGroups too
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(verbosity_options())
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
@@ -76,8 +103,18 @@ class ProsemcGroup(click.Group):
             raise UserError("out of memory; free some memory or use a smaller input") from None
 
 
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from prosemc.cli.version import version_text
+
+        click.echo(version_text())
+        ctx.exit()
+
+
 @click.group(cls=ProsemcGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="prosemc")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the versions of prosemc, its format, torch, transformers, onnxruntime and the shipped codec "
+                   "weights (sha256), and exit.")
 def cli() -> None:
     """Progressive semantic codec for edge-cloud vision-language models.
 
@@ -92,9 +129,11 @@ def cli() -> None:
       prosemc encode img.jpg -o - --compact --max-bytes 384 | nc cloud 9000
       prosemc encode cam.jpg -o - | ssh cloud prosemc query - "what is shown?"
       prosemc serve                                   # the cloud, kept warm
-      prosemc send cam.jpg http://cloud:8000 -q "what is shown?" --deadline 2 --confidence 0.9
+      prosemc send cam.jpg http://cloud:8000 "what is shown?" --deadline 2 --confidence 0.9
 
-    Every FILE argument accepts - for stdin/stdout. Errors exit with code 2 and one line on stderr.
+    Every FILE argument accepts - for stdin/stdout. Messages go to stderr as "prosemc: ..." (-q: errors
+    only, -v: more detail); --json reports follow one schema (docs/json.md). Errors exit with code 2 and one
+    line on stderr; a batch in which some items failed exits with code 3.
     """
 
 

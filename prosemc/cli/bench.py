@@ -16,13 +16,16 @@ from typing import Any
 import click
 
 from prosemc.cli import cli
+from prosemc.cli.console import say
 from prosemc.cli.io import writable_folder
 from prosemc.cli.options import threads_option
+from prosemc.report import document
 
 OUT = click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                    help="Folder for NAME.json and NAME.md (created if missing). Default: a new folder "
                         "prosemc-bench-NAME-DATE-TIME in the current directory.")
-AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+AS_JSON = click.option("--json", "as_json", is_flag=True,
+                       help="Print the results as JSON on stdout (what NAME.json holds; docs/json.md).")
 
 
 def machine() -> str:
@@ -38,15 +41,17 @@ def out_folder(out_dir: Path | None, name: str) -> Path:
     return writable_folder(folder)
 
 
-def save(out_dir: Path, name: str, results: dict[str, Any], markdown: str, as_json: bool) -> None:
-    """Write NAME.json and NAME.md into out_dir (each atomically) and show the report."""
-    for suffix, text in ((".json", json.dumps({"machine": machine(), **results}, indent=1) + "\n"), (".md", markdown)):
+def save(out_dir: Path, command: str, name: str, results: dict[str, Any], markdown: str, as_json: bool) -> None:
+    """Write NAME.json (the `bench COMMAND` report, docs/json.md) and NAME.md into out_dir, each atomically, and
+    show the report (JSON with --json, else the Markdown) on stdout."""
+    report = document(f"bench {command}", machine=machine(), **results)
+    for suffix, text in ((".json", json.dumps(report, indent=1) + "\n"), (".md", markdown)):
         target = out_dir / f"{name}{suffix}"
         partial = target.with_name(f".{target.name}.part")
         partial.write_text(text)
         os.replace(partial, target)
-    click.echo(json.dumps(results, sort_keys=True) if as_json else markdown)
-    click.echo(f"prosemc: wrote {out_dir / name}.json and .md", err=True)
+    click.echo(json.dumps(report) if as_json else markdown)
+    say(f"wrote {out_dir / name}.json and .md")
 
 
 def heldout_photos() -> dict[str, object]:
@@ -76,9 +81,9 @@ def container(out_dir: Path | None, as_json: bool) -> None:
     from prosemc.progress import Progress
 
     folder = out_folder(out_dir, "container")
-    with Progress("bench container", total=bench_container.STEPS, heartbeat=True) as progress:
+    with Progress("prosemc: bench container", total=bench_container.STEPS, heartbeat=True) as progress:
         results = bench_container.run(progress=progress)
-    save(folder, "container", results, bench_container.markdown(results, machine()), as_json)
+    save(folder, "container", "container", results, bench_container.markdown(results, machine()), as_json)
 
 
 @bench.command()
@@ -88,22 +93,26 @@ def container(out_dir: Path | None, as_json: bool) -> None:
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Rounds of the thread comparison (1, 2 and the default thread count, interleaved, under load).")
 @click.option("--codec", "codec_name", default="metaae", show_default=True, help="Codec to measure.")
+@click.option("--batch", type=click.IntRange(min=0), default=50, show_default=True, metavar="N",
+              help="Images of the batch comparison (one process against N processes; 0 skips it).")
 @threads_option
-def speed(out_dir: Path | None, as_json: bool, repeats: int, rounds: int, codec_name: str) -> None:
+def speed(out_dir: Path | None, as_json: bool, repeats: int, rounds: int, codec_name: str, batch: int) -> None:
     """Encode time per image (vision + codec), cold encode/query processes, peak memory, bytes per layer (lite).
 
     Also compares thread counts 1, 2 and the default (--threads, else $PROSEMC_THREADS, else half the cores)
-    side by side while another process keeps one core busy: in-process encode and a warm answer.
+    side by side while another process keeps one core busy: in-process encode and a warm answer; and N images
+    encoded by one `prosemc encode IMG... --out-dir` process against N single-image processes.
     """
     from prosemc.bench import speed as bench_speed
     from prosemc.progress import Progress
 
     folder = out_folder(out_dir, "speed")
     photos = heldout_photos()
-    with Progress("bench speed", total=bench_speed.steps(photos, rounds), heartbeat=True) as progress:
-        results = bench_speed.run(photos, repeats=repeats, codec_name=codec_name, rounds=rounds, progress=progress)
-    save(folder, f"speed-{results['codec'].split('/')[0]}", results, bench_speed.markdown(results, machine()),
-         as_json)
+    with Progress("prosemc: bench speed", total=bench_speed.steps(photos, rounds, batch), heartbeat=True) as progress:
+        results = bench_speed.run(photos, repeats=repeats, codec_name=codec_name, rounds=rounds, batch=batch,
+                                  progress=progress)
+    save(folder, "speed", f"speed-{results['codec']['id'].split('/')[0]}", results,
+         bench_speed.markdown(results, machine()), as_json)
 
 
 @bench.command()
@@ -126,12 +135,12 @@ def rd(out_dir: Path | None, as_json: bool, model: str, codecs: tuple[str, ...],
     folder = out_folder(out_dir, "rd")
     chosen = list(codecs) or list(dict.fromkeys([default_codec(model), "baseline"]))
     photos = heldout_photos()
-    with Progress("bench rd", total=len(photos), heartbeat=True) as progress:
+    with Progress("prosemc: bench rd", total=len(photos), heartbeat=True) as progress:
         evaluation, results = bench_rd.run(photos, load_model(model), chosen, answers=answers,
                                            progress=lambda name: progress.advance(note=name))
     name = f"rd-{model.replace('/', '_')}"
     bench_rd.plot(evaluation, folder / f"{name}.png")
-    save(folder, name, results, bench_rd.markdown(results, machine(), f"{name}.png"), as_json)
+    save(folder, "rd", name, results, bench_rd.markdown(results, machine(), f"{name}.png"), as_json)
 
 
 @bench.command(name="serve")
@@ -153,10 +162,10 @@ def serve_bench(out_dir: Path | None, as_json: bool, seconds: float, fault_secon
 
     folder = out_folder(out_dir, "serve")
     results = bench_serve.run(heldout_photos(), seconds=seconds, fault_seconds=fault_seconds, views=views,
-                              progress=lambda line: click.echo(f"prosemc bench serve: {line}", err=True))
+                              progress=lambda line: say(f"bench serve: {line}"))
     bench_serve.plot(results, folder / "serve-lite.png")
     del results["estimator_rows"], results["end_to_end_rows"]
-    save(folder, "serve-lite", results, bench_serve.markdown(results, machine(), "serve-lite.png"), as_json)
+    save(folder, "serve", "serve-lite", results, bench_serve.markdown(results, machine(), "serve-lite.png"), as_json)
 
 
 @bench.command("export")
@@ -174,11 +183,11 @@ def export_command(out_dir: Path | None, as_json: bool, repeats: int, calibratio
     from prosemc.progress import Progress
 
     folder = out_folder(out_dir, "export")
-    with Progress("bench export", heartbeat=True) as progress:
+    with Progress("prosemc: bench export", heartbeat=True) as progress:
         results = bench_export.run(heldout_photos(), calibration=calibration, repeats=repeats,
                                    progress=lambda step: progress.advance(note=step))
     bench_export.plot(results, folder / "export.png")
     aarch64_file = folder / "export-aarch64.json"
     aarch64 = json.loads(aarch64_file.read_text()) if aarch64_file.is_file() else None
-    save(folder, "export", {**results, "aarch64": aarch64},
+    save(folder, "export", "export", {**results, "aarch64": aarch64},
          bench_export.markdown(results, machine(), "export.png", aarch64), as_json)

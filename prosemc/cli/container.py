@@ -7,62 +7,52 @@ from typing import Any
 
 import click
 
-from prosemc.cli import UserError, cli, printable
+from prosemc.cli import UserError, cli
+from prosemc.cli.console import emit, input_failure, naming, plural, printable
 from prosemc.cli.io import atomic_output, display_name, open_input
+from prosemc.errors import ProsemcError
 from prosemc.format import PsemReader, truncate
+from prosemc.report import codec_object, document, layers_list, psem_fields
 
 FILE = click.Path(dir_okay=False, allow_dash=True)
 
 
 def describe_file(path: str) -> dict[str, Any]:
-    """Read and verify a whole `.psem` of either form; returns the stable `info --json` document.
+    """Read and verify a whole `.psem` of either form; returns the `info --json` document (docs/json.md).
 
     A compact file whose profile this install does not know still has every checksum verified; the fields
-    only its profile holds (encoder, tokens, codec, ...) are null and "profile.known" is false.
+    only its profile holds (model, tokens, codec, ...) are null and "profile.known" is false.
     """
-    from prosemc.profiles import default_store, source_label
+    from prosemc.cli.profiles import profile_object
+    from prosemc.profiles import default_store
 
-    with open_input(path) as stream:
-        reader = PsemReader(stream, profiles=default_store(), require_profile=False)
-        layers, extensions = [], []
+    store = default_store()
+    with naming(display_name(path)), open_input(path) as stream:
+        reader = PsemReader(stream, profiles=store, require_profile=False)
+        sizes, extensions = [], []
         for chunk in reader:
             if chunk.is_layer:
-                layers.append({"index": chunk.seq + 1, "bytes": chunk.size, "cumulative_bytes": chunk.end,
-                               "checksum": "ok"})
+                sizes.append(chunk.size)
             else:
                 extensions.append({"type": chunk.type.decode(), "bytes": chunk.size, "checksum": "ok"})
-    header, end, known = reader.header, reader.end, reader.profile
+    header, end = reader.header, reader.end
     assert end is not None
-    profile = None
-    if reader.profile_id is not None:
-        profile = {"id": reader.profile_id.hex(), "known": known is not None, "name": known and known.name,
-                   "source": known and source_label(known)}
-    return {
-        "file": display_name(path),
-        "version": "%d.%d" % reader.version,
-        "form": reader.form,
-        "profile": profile,
-        "encoder": header and header.encoder,
-        "tokens": header and {"shape": list(header.token_shape), "dtype": header.token_dtype},
-        "codec": header and header.codec,
-        "entropy": header and header.entropy,
-        "layers_declared": header and header.layers,
-        "layers_present": end.layers,
-        "status": end.status,
-        "summary": end.describe(),
-        "truncated_at": end.bytes_read if end.cut_at is not None else None,
-        "header_bytes": len(reader.header_bytes),
-        "total_bytes": end.bytes_read,
-        "layers": layers,
-        "extensions": extensions,
-        "metadata": header and header.metadata,
-    }
+    profile = profile_object(reader.profile_id, store)
+    header_bytes = len(reader.header_bytes)
+    fields = psem_fields(header, sizes, header_bytes, end.bytes_read)
+    return document(
+        "info", input=display_name(path), psem_version="%d.%d" % reader.version, form=reader.form, profile=profile,
+        **{**fields, "codec": header and codec_object(header.codec, header.entropy, params=True),
+           "layers": layers_list(sizes, header_bytes, checksum="ok")},
+        status=end.status, summary=end.describe(),
+        truncated_at=end.bytes_read if end.cut_at is not None else None, extensions=extensions,
+        metadata=header and header.metadata)
 
 
 def _format_info(info: dict[str, Any]) -> str:
     """The human `info` text; every string from the file is escaped, so it cannot forge lines or drive a terminal."""
     form = " compact" if info["form"] == "compact" else ""
-    lines = [f"file      {printable(info['file'])}  (PSEM {info['version']}{form}, {info['total_bytes']} bytes)"]
+    lines = [f"file      {printable(info['input'])}  (PSEM {info['psem_version']}{form}, {info['bytes']} bytes)"]
     profile = info["profile"]
     if profile and profile["known"]:
         lines.append(f"profile   {profile['id']}  {printable(profile['name'])} ({printable(profile['source'])})")
@@ -71,12 +61,12 @@ def _format_info(info: dict[str, Any]) -> str:
                      f"(`prosemc profiles show {profile['id']}` where it is known, then `prosemc profiles add`)")
     codec = info["codec"]
     if codec is not None:
-        sha = codec.get("model_sha256")
+        sha = codec["weights_sha256"]
         lines += [
-            f"encoder   {printable(info['encoder'])}",
+            f"model     {printable(info['model'])}",
             f"tokens    {' x '.join(map(str, info['tokens']['shape']))} {info['tokens']['dtype']}",
-            f"codec     {printable(codec['id'])}" + (f"  model sha256 {sha[:16]}…" if sha else ""),
-            f"entropy   {printable(info['entropy']['id'])}",
+            f"codec     {printable(str(codec['id']))}" + (f"  weights sha256 {sha[:16]}…" if sha else ""),
+            f"entropy   {printable(str(codec['entropy']))}",
         ]
     lines += [
         f"status    {info['summary']}",
@@ -90,7 +80,7 @@ def _format_info(info: dict[str, Any]) -> str:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with stable keys instead of text.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json.md) instead of text.")
 def info(file: str, as_json: bool) -> None:
     """Show a .psem file's header, per-layer and cumulative bytes, and whether it is complete.
 
@@ -100,7 +90,15 @@ def info(file: str, as_json: bool) -> None:
     profile holds (encoder, codec, layers declared) is unknown. FILE may be - for stdin.
     """
     described = describe_file(file)
-    click.echo(json.dumps(described, sort_keys=True) if as_json else _format_info(described))
+    click.echo(json.dumps(described) if as_json else _format_info(described))
+
+
+def _written_fields(result: Any) -> dict[str, Any]:
+    """The report fields of the .psem a truncation (or conversion) wrote."""
+    from prosemc.cli.profiles import profile_object
+
+    return psem_fields(result.header, result.layer_bytes, result.header_bytes, result.bytes, form=result.form,
+                       profile=profile_object(result.profile_id))
 
 
 @cli.command(name="truncate")
@@ -111,7 +109,8 @@ def info(file: str, as_json: bool) -> None:
 @click.option("--compact", is_flag=True,
               help="Write the compact form (a full FILE is re-framed against its model + codec profile); "
                    "--max-bytes then counts compact bytes.")
-@click.option("--json", "as_json", is_flag=True, help="Report what was kept as JSON on stderr.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Report what was kept as JSON (docs/json.md): on stdout, or stderr with -o -.")
 def truncate_command(file: str, output: str, layers: int | None, max_bytes: int | None, compact: bool,
                      as_json: bool) -> None:
     """Cut a .psem to its first K layers or to a byte budget; in its own form the result is a byte prefix of FILE.
@@ -125,19 +124,18 @@ def truncate_command(file: str, output: str, layers: int | None, max_bytes: int 
 
     if layers is None and max_bytes is None and not compact:
         raise click.UsageError("pass --layers K or --max-bytes N (or both), or --compact")
-    with open_input(file) as source, atomic_output(output, inputs=[file]) as out:
+    with naming(display_name(file)), open_input(file) as source, atomic_output(output, inputs=[file]) as out:
         result = truncate(source, out, layers=layers, max_bytes=max_bytes, form="compact" if compact else None,
                           profiles=default_store(), profile_for=profile_of)
-    profile_hex = result.profile_id.hex() if result.profile_id else None
-    report = {"layers": result.layers, "bytes": result.bytes, "output": display_name(output, "<stdout>"),
-              "form": result.form, "profile": profile_hex}
-    click.echo(json.dumps(report, sort_keys=True) if as_json else
-               printable(f"kept {result.layers} layers, {result.bytes} bytes -> {report['output']}"
-                         + (f" (compact: needs profile {profile_hex})" if result.converted else "")), err=True)
+    report = document("truncate", input=display_name(file), output=display_name(output, "<stdout>"),
+                      **_written_fields(result))
+    emit(report, as_json, f"kept {plural(result.layers, 'layer')}, {result.bytes} bytes -> {report['output']}"
+         + (f" (compact: needs profile {report['profile']['id']})" if result.converted else ""),
+         data_on_stdout=output == "-")
     if result.converted:
         from prosemc.cli.profiles import warn_if_unknown_profile
 
-        warn_if_unknown_profile(profile_hex)
+        warn_if_unknown_profile(report["profile"])
 
 
 @cli.command()
@@ -146,7 +144,8 @@ def truncate_command(file: str, output: str, layers: int | None, max_bytes: int 
 @click.option("--profile", "profile_arg",
               help="The profile FILE names, if this install does not know it: a profile JSON file (from `prosemc "
                    "profiles show`), a full .psem of the same model and codec, or a name or id.")
-@click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON on stderr.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Report what was written as JSON (docs/json.md): on stdout, or stderr with -o -.")
 def expand(file: str, output: str, profile_arg: str | None, as_json: bool) -> None:
     """Turn a compact .psem back into the full, self-describing form, every layer verified and re-framed.
 
@@ -162,18 +161,20 @@ def expand(file: str, output: str, profile_arg: str | None, as_json: bool) -> No
 
     store = default_store()
     given = load_profile(profile_arg, store) if profile_arg else None
+    name = display_name(file)
     try:
         with open_input(file) as source, atomic_output(output, inputs=[file]) as out:
             result = truncate(source, out, form="full", profiles=store.with_profiles(given) if given else store)
     except UnknownProfileError as exc:
         if given is None:
-            raise
-        raise UserError(
-            f"{profile_arg} is profile {given.hex}, but {display_name(file)} needs profile {exc.profile_id.hex()}; "
-            "pass that one"
-        ) from None
-    report = {"layers": result.layers, "bytes": result.bytes, "output": display_name(output, "<stdout>"),
-              "expanded": result.converted}
-    text = (f"expanded {result.layers} layers to {result.bytes} bytes -> {report['output']}" if result.converted
-            else f"{display_name(file)} is already in the full form; copied {result.bytes} bytes -> {report['output']}")
-    click.echo(json.dumps(report, sort_keys=True) if as_json else printable(text), err=True)
+            raise UserError(input_failure(name, exc)) from None
+        raise UserError(f"{profile_arg} is profile {given.hex}, but {name} needs profile {exc.profile_id.hex()}; "
+                        "pass that one") from None
+    except ProsemcError as exc:
+        raise UserError(input_failure(name, exc)) from None
+    report = document("expand", input=name, output=display_name(output, "<stdout>"), expanded=result.converted,
+                      **_written_fields(result))
+    text = (f"expanded {plural(result.layers, 'layer')} to {result.bytes} bytes -> {report['output']}"
+            if result.converted else f"{name} is already in the full form; copied {result.bytes} bytes -> "
+                                     f"{report['output']}")
+    emit(report, as_json, text, data_on_stdout=output == "-")

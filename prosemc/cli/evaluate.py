@@ -9,6 +9,7 @@ import click
 
 from prosemc.cli import cli
 from prosemc.cli.options import threads_option
+from prosemc.report import document
 
 def images_in(folder: Path) -> dict[str, object]:
     """name -> RGB PIL image for every image file directly in `folder` (sorted by name)."""
@@ -44,7 +45,7 @@ def format_table(rows: list[dict]) -> str:
               help="Include raw float16, int8, the paper's JSON chunks, JPEG and WebP.")
 @click.option("--compact/--no-compact", default=True, show_default=True,
               help="Also size each codec level in the compact .psem form (scheme '<codec>-compact').")
-@click.option("--json", "as_json", is_flag=True, help="Print {model, images, rows: [...]} as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print {model, images, rows: [...]} as JSON (docs/json.md).")
 @threads_option
 def evaluate_command(folder: Path, model: str, codecs: tuple[str, ...], answers: bool, references: bool,
                      compact: bool, as_json: bool) -> None:
@@ -63,8 +64,8 @@ def evaluate_command(folder: Path, model: str, codecs: tuple[str, ...], answers:
     chosen = list(codecs) or list(dict.fromkeys([default_codec(model), "baseline"]))
     images = images_in(folder)
     vlm = load_model(model)
-    with Progress("evaluating", total=len(images), heartbeat=True) as progress:
+    with Progress("prosemc: evaluating", total=len(images), heartbeat=True) as progress:
         result = evaluate(images, vlm, chosen, answers=answers, references=references, compact=compact,
                           progress=lambda name: progress.advance(note=name))
-    data = result.to_json()
-    click.echo(json.dumps(data, sort_keys=True) if as_json else format_table(data["rows"]))
+    data = document("eval", **result.to_json(), codecs=chosen)
+    click.echo(json.dumps(data) if as_json else format_table(data["rows"]))

@@ -80,6 +80,19 @@ def export(target: str, model: str, codec: str | None, calibration: str, precisi
                                  precision=precision, force=force, check_images=check_images, image_size=image_size,
                                  progress=lambda step: progress.advance(note=step))
     if as_json:
-        click.echo(json.dumps({"output": output, **manifest}, sort_keys=True))
+        click.echo(json.dumps(export_report(output, manifest)))
     else:
         click.echo(_summary(manifest, output), err=True)
+
+
+def export_report(output: str, manifest: dict) -> dict:
+    """The `export` report (docs/json.md): the vocabulary's keys, then the bundle's manifest.json as it is."""
+    from prosemc.report import document, tokens_object
+
+    codec = manifest["codec"]
+    return document("export", output=output, model=manifest["model"]["id"],
+                    codec={"id": codec["id"], "name": codec["name"], "weights_sha256": codec.get("sha256"),
+                           "entropy": None},
+                    tokens=tokens_object(manifest["tokens"]["shape"], manifest["tokens"]["dtype"]),
+                    target=manifest["target"]["name"], precision=manifest["graph"]["precision"],
+                    parity=manifest["parity"], manifest=manifest)

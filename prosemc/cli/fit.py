@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from prosemc.cli import cli
+from prosemc.cli.console import emit
 from prosemc.cli.io import writable_folder
 from prosemc.cli.options import threads_option
 from prosemc.errors import InputError
+from prosemc.report import codec_object, document
 
 
 def _levels(value: str | None) -> list[int] | None:
@@ -60,7 +61,7 @@ def _check_outputs(out_path: Path, cache_dir: Path | None) -> None:
                    "chunks at the finest step (nested, measured worse).")
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
               help="Report held-out metrics (builtin photos never trained on).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout (docs/json.md).")
 @threads_option
 def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs: int | None, seed: int, variant: str,
         views: int | None, cache_dir: str | None, max_steps: int | None, steps: int | None, ordering: str | None,
@@ -92,14 +93,27 @@ def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs:
     report = run_fit(model_name, images, out_path, _levels(levels), epochs, seed, variant=variant, views=views,
                      cache_dir=cache_dir, max_steps=max_steps, evaluate_heldout=evaluate and images == "builtin",
                      config_overrides={k: v for k, v in (("steps", steps), ("ordering", ordering)) if v is not None})
-    if as_json:
-        click.echo(json.dumps({
-            "output": report.out_path if report.sha256 else None, "sha256": report.sha256 or None,
-            "finished": bool(report.sha256), "steps": report.steps, "resumed_from_step": report.resumed_from_step,
-            "seconds": round(report.seconds, 1), "train_views": report.train_views, "config": report.config,
-            "heldout": report.heldout,
-        }, sort_keys=True))
-    elif report.sha256:
-        click.echo(f"prosemc: wrote {report.out_path} (sha256 {report.sha256}) in {report.seconds:.0f} s", err=True)
-    else:
-        click.echo(f"prosemc: stopped at step {report.steps}; run the same command again to resume", err=True)
+    finished = bool(report.sha256)
+    emit(document("fit", model=model_name, output=report.out_path if finished else None,
+                  codec=_trained_codec(report.out_path, model_name) if finished else None, finished=finished,
+                  steps=report.steps, resumed_from_step=report.resumed_from_step, seconds=round(report.seconds, 1),
+                  train_views=report.train_views, config=report.config, heldout=_heldout_layers(report.heldout)),
+         as_json, f"wrote {report.out_path} (sha256 {report.sha256}) in {report.seconds:.0f} s" if finished else
+         f"stopped at step {report.steps}; run the same command again to resume")
+
+
+def _trained_codec(weights: str, model_name: str) -> dict | None:
+    """The codec object of the weights just written (they name themselves by sha256)."""
+    from prosemc.codec import make_codec
+
+    described = make_codec("metaae", weights=weights, model=model_name).describe()
+    return codec_object(described["codec"], described["entropy"])
+
+
+def _heldout_layers(heldout: dict[str, list[float]] | None) -> list[dict[str, float]] | None:
+    """Held-out metrics per level ({"bytes": [...], "cosine": [...], ...}) as one object per layer."""
+    if not heldout:
+        return None
+    levels = len(heldout["bytes"])
+    return [{"index": k + 1, **{metric: round(float(values[k]), 4) for metric, values in heldout.items()}}
+            for k in range(levels)]

@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from prosemc.cli import cli
+from prosemc.cli.console import emit, plural, say
 from prosemc.codec import CODECS
+from prosemc.report import document
 
 LITE = {
     "name": "lite",
@@ -92,7 +94,7 @@ def hub_checkpoints() -> list[dict[str, Any]]:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object (docs/json.md).")
 def models(as_json: bool) -> None:
     """List the built-in model, the codecs and the Hugging Face families, and which weights and caches are here.
 
@@ -107,21 +109,24 @@ def models(as_json: bool) -> None:
 
     shipped = {}
     for model in (LITE["name"], LITE_DENSE["name"]):
-        shipped[model] = _file(shipped_weights_path(model))
+        shipped[model] = {"model": model, **_file(shipped_weights_path(model))}
         if shipped[model]["present"]:
             shipped[model]["sha256"] = hashlib.sha256(shipped_weights_path(model).read_bytes()).hexdigest()
-    metaae = shipped[LITE["name"]]
     parts = lite_parts()
-    weights = {"weights": metaae, "weights_by_model": shipped}
-    data = {
-        "models": [{**LITE, "parts": parts}, {**LITE_DENSE, "parts": parts}],
-        "codecs": [{"name": r.name, "about": r.about, **(weights if r.learned else {})} for r in CODECS],
-        "hf_families": [{"family": family, "about": about} for family, about in FAMILIES.items()],
-        "hf_checkpoints": hub_checkpoints(),
-        "cache": {"path": str(cache_root()), "entries": [e.to_json() for e in cache_entries()]},
-    }
+    codecs = [{"id": r.codec_id, "name": r.name, "about": r.about, **({"weights": list(shipped.values())} if r.learned
+                                                                         else {})} for r in CODECS]
+    entries = cache_entries()
+    data = document(
+        "models",
+        models=[{**LITE, "parts": parts}, {**LITE_DENSE, "parts": parts}],
+        codecs=codecs,
+        hf_families=[{"family": family, "about": about} for family, about in FAMILIES.items()],
+        hf_checkpoints=hub_checkpoints(),
+        cache={"path": str(cache_root()), "bytes": sum(e.bytes for e in entries),
+               "entries": [e.to_json() for e in entries]},
+    )
     if as_json:
-        click.echo(json.dumps(data, sort_keys=True))
+        click.echo(json.dumps(data))
         return
     lines = ["Built-in models", f"  lite  {LITE['about']}", f"        good for: {LITE['good_for']}",
              f"  lite-dense  {LITE_DENSE['about']}", "  both need:"]
@@ -142,8 +147,9 @@ def models(as_json: bool) -> None:
 
 
 @cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON (as `prosemc cache list --json`).")
 @click.pass_context
-def cache(ctx: click.Context) -> None:
+def cache(ctx: click.Context, as_json: bool) -> None:
     """List (the default) or remove what prosemc keeps in its cache folder.
 
     The folder is $PROSEMC_CACHE, else $XDG_CACHE_HOME/prosemc, else ~/.cache/prosemc. Kinds: llm (SmolLM2
@@ -158,11 +164,11 @@ def cache(ctx: click.Context) -> None:
       prosemc cache remove --all    # everything prosemc made
     """
     if ctx.invoked_subcommand is None:
-        ctx.invoke(list_command)
+        ctx.invoke(list_command, as_json=as_json)
 
 
 @cache.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="Print {path, bytes, entries: [...]} as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print {path, bytes, entries: [...]} as JSON (docs/json.md).")
 def list_command(as_json: bool = False) -> None:
     """List every entry of the cache folder with its kind and size."""
     from prosemc.models.cache import cache_entries
@@ -171,10 +177,10 @@ def list_command(as_json: bool = False) -> None:
     entries = cache_entries()
     total = sum(e.bytes for e in entries)
     if as_json:
-        click.echo(json.dumps({"path": str(cache_root()), "bytes": total, "entries": [e.to_json() for e in entries]},
-                              sort_keys=True))
+        click.echo(json.dumps(document("cache list", path=str(cache_root()), bytes=total,
+                                       entries=[e.to_json() for e in entries])))
         return
-    lines = [f"{cache_root()}: {_size(total)} in {len(entries)} {'entry' if len(entries) == 1 else 'entries'}"]
+    lines = [f"{cache_root()}: {_size(total)} in {plural(len(entries), 'entry')}"]
     lines += [f"  {e.kind:<8} {_size(e.bytes):>9}  {e.name}" for e in entries]
     click.echo("\n".join(lines))
 
@@ -182,7 +188,7 @@ def list_command(as_json: bool = False) -> None:
 @cache.command()
 @click.argument("names", nargs=-1)
 @click.option("--all", "remove_all", is_flag=True, help="Remove every entry prosemc made.")
-@click.option("--json", "as_json", is_flag=True, help="Print {removed: [...], bytes} as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print {removed: [...], bytes} as JSON (docs/json.md).")
 def remove(names: tuple[str, ...], remove_all: bool, as_json: bool) -> None:
     """Remove cache entries by NAME or kind (llm, partial, tokens, hashes), or --all.
 
@@ -198,9 +204,7 @@ def remove(names: tuple[str, ...], remove_all: bool, as_json: bool) -> None:
     for entry in chosen:
         remove_entry(entry)
     freed = sum(e.bytes for e in chosen)
-    if as_json:
-        click.echo(json.dumps({"removed": [e.to_json() for e in chosen], "bytes": freed}, sort_keys=True))
-    else:
-        for entry in chosen:
-            click.echo(f"removed {entry.path} ({_size(entry.bytes)})", err=True)
-        click.echo(f"prosemc: freed {_size(freed)}", err=True)
+    for entry in chosen:
+        say(f"removed {entry.path} ({_size(entry.bytes)})")
+    emit(document("cache remove", removed=[e.to_json() for e in chosen], bytes=freed), as_json,
+         f"removed {plural(len(chosen), 'entry')}, freed {_size(freed)}")

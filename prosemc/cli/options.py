@@ -19,3 +19,21 @@ threads_option: Callable[[Any], Any] = click.option(
     help="CPU threads for torch, onnxruntime and BLAS. Default: $PROSEMC_THREADS, else half the usable cores "
          "(at least 1), which stays fast when other processes share the CPU.",
 )
+
+
+def _apply_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        from prosemc.cli.console import set_verbosity
+
+        set_verbosity(ctx, -1 if param.name == "quiet" else 1)
+    return value
+
+
+def verbosity_options() -> list[click.Option]:
+    """-q/--quiet and -v/--verbose, which every command and the group itself take (see prosemc.cli.console)."""
+    return [
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_apply_verbosity,
+                     help="Print only data and errors: no progress, no messages."),
+        click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_apply_verbosity,
+                     help="Also print details: timings, models loaded, every item of a batch."),
+    ]

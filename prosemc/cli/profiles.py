@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import click
 
 from prosemc.cli import cli
+from prosemc.cli.console import emit, say
 from prosemc.cli.io import atomic_output
 from prosemc.errors import InputError
+from prosemc.report import codec_object, document, tokens_object
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -21,17 +24,26 @@ def unknown_profile_message(profile_hex: str) -> str:
             f"(`prosemc profiles add PROFILE.json`, made there by `prosemc profiles show {profile_hex}`)")
 
 
-def warn_if_unknown_profile(profile_hex: str | None) -> None:
-    """Tell the user when a compact file names a profile this install does not know: its receiver needs it too."""
-    from prosemc.profiles import default_store
+def profile_object(profile_id: bytes | None, store: Any = None) -> dict[str, Any] | None:
+    """The `profile` object of the JSON reports: {id, known, name, source}; None for a full-form file."""
+    if profile_id is None:
+        return None
+    from prosemc.profiles import default_store, source_label
 
-    if profile_hex is not None and default_store().get(bytes.fromhex(profile_hex)) is None:
-        click.echo(f"prosemc: profile {profile_hex} is not among this install's profiles, and the receiver needs it: "
-                   "encode one image in the full form and run `prosemc profiles add FULL.psem` on both ends", err=True)
+    known = (store if store is not None else default_store()).get(profile_id)
+    return {"id": profile_id.hex(), "known": known is not None, "name": known.name if known else None,
+            "source": source_label(known) if known else None}
+
+
+def warn_if_unknown_profile(profile: dict[str, Any] | None) -> None:
+    """Tell the user when a compact file names a profile this install does not know: its receiver needs it too."""
+    if profile is not None and not profile["known"]:
+        say(f"profile {profile['id']} is not among this install's profiles, and the receiver needs it: encode one "
+            "image in the full form and run `prosemc profiles add FULL.psem` on both ends")
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="Print {folders, profiles: [...]} as JSON with stable keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print {folders, profiles: [...]} as JSON (docs/json.md).")
 @click.pass_context
 def profiles(ctx: click.Context, as_json: bool) -> None:
     """List the profiles this install knows: the headers compact .psem files name by id.
@@ -53,15 +65,16 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
     from prosemc.profiles import default_store, source_label
 
     store = default_store()
-    rows = [{"id": p.hex, "name": p.name, "source": source_label(p), "encoder": p.header.encoder,
-             "codec": p.header.codec_id, "entropy": p.header.entropy["id"], "layers": p.header.layers,
-             "tokens": list(p.header.token_shape)} for p in store]
+    rows = [{"id": p.hex, "name": p.name, "source": source_label(p), "model": p.header.encoder,
+             "codec": codec_object(p.header.codec, p.header.entropy),
+             "tokens": tokens_object(p.header.token_shape, p.header.token_dtype), "layers_declared": p.header.layers}
+            for p in store]
     if as_json:
-        click.echo(json.dumps({"folders": [str(f) for f in store.folders], "profiles": rows}, sort_keys=True))
+        click.echo(json.dumps(document("profiles", folders=[str(f) for f in store.folders], profiles=rows)))
         return
-    lines = [f"{'id':<16}  {'name':<20}  {'encoder':<12}  {'codec':<14}  layers  source"]
-    lines += [f"{r['id']}  {r['name']:<20}  {r['encoder'][:12]:<12}  {r['codec']:<14}  {r['layers']:>6}  {r['source']}"
-              for r in rows]
+    lines = [f"{'id':<16}  {'name':<20}  {'model':<12}  {'codec':<14}  layers  source"]
+    lines += [f"{r['id']}  {r['name']:<20}  {r['model'][:12]:<12}  {r['codec']['id']:<14}  {r['layers_declared']:>6}  "
+              f"{r['source']}" for r in rows]
     click.echo("\n".join(lines))
 
 
@@ -84,7 +97,7 @@ def show(key: str) -> None:
 @profiles.command()
 @click.argument("source", type=click.Path(dir_okay=False, exists=True))
 @click.option("--name", help="File name for it in the profile folder (default: the JSON file's name, or the id).")
-@click.option("--json", "as_json", is_flag=True, help="Report {id, name, path, added} as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Report {id, name, path, added} as JSON (docs/json.md).")
 def add(source: str, name: str | None, as_json: bool) -> None:
     """Add the profile in SOURCE to this install: a profile JSON file, or a full .psem (its model + codec).
 
@@ -106,8 +119,7 @@ def add(source: str, name: str | None, as_json: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(str(path)) as out:
             out.write(profile.body)
-    report = {"id": profile.hex, "name": known.name if known else name, "added": known is None,
-              "path": source_label(known) if known else str(path)}
-    click.echo(json.dumps(report, sort_keys=True) if as_json else
-               (f"added profile {profile.hex} as {path}" if known is None else
-                f"profile {profile.hex} is already known as {known.name} ({report['path']})"), err=not as_json)
+    report = document("profiles add", id=profile.hex, name=known.name if known else name, added=known is None,
+                      path=source_label(known) if known else str(path))
+    emit(report, as_json, f"added profile {profile.hex} as {path}" if known is None else
+         f"profile {profile.hex} is already known as {known.name} ({report['path']})")

@@ -7,7 +7,10 @@ import json
 import click
 
 from prosemc.cli import cli
+from prosemc.cli.console import naming, plural, say
+from prosemc.cli.io import display_name
 from prosemc.cli.options import threads_option
+from prosemc.report import document
 
 
 
@@ -43,7 +46,7 @@ def serve(model: str, host: str, port: int, nc_port: int | None, token: str | No
     \b
       prosemc serve                                   # http://127.0.0.1:8000, lite
       prosemc encode cam.jpg -o - | curl -sS -T - "http://127.0.0.1:8000/v1/query?q=what+is+shown"
-      prosemc send cam.jpg http://127.0.0.1:8000 -q "what is shown?" --deadline 2
+      prosemc send cam.jpg http://127.0.0.1:8000 "what is shown?" --deadline 2
       prosemc serve --nc-port 9000                    # + netcat: question line, then the stream
       prosemc serve --host 0.0.0.0 --token "$SECRET"  # reachable from other machines: use a token
       prosemc serve --ray --replicas 2                # Ray Serve deployment, same API
@@ -65,7 +68,7 @@ def serve(model: str, host: str, port: int, nc_port: int | None, token: str | No
 @cli.command()
 @click.argument("image", type=click.Path(dir_okay=False, allow_dash=True))
 @click.argument("url")
-@click.option("-q", "--question", required=True, help="The question to answer about IMAGE.")
+@click.argument("question")
 @click.option("-m", "--model", default="lite", show_default=True, help="The edge model (must be the one the server "
               "serves; a server of another model is refused before anything is sent).")
 @click.option("--bundle", type=click.Path(file_okay=False), default=None,
@@ -89,30 +92,31 @@ def serve(model: str, host: str, port: int, nc_port: int | None, token: str | No
 @click.option("--token", envvar="PROSEMC_TOKEN", default=None, help="Bearer token (default: $PROSEMC_TOKEN).")
 @click.option("--retries", type=click.IntRange(0, 20), default=4, show_default=True,
               help="Retries (backoff 0.5, 1, 2, 4 ... s) while the server is down or fails mid-stream.")
-@click.option("--json", "as_json", is_flag=True, help="Print the server's report plus a \"send\" section as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the server's report plus a \"send\" section as JSON (docs/json.md).")
 @threads_option
 @click.pass_context
 def send(ctx: click.Context, image: str, url: str, question: str, model: str, bundle: str | None, codec_name: str | None,
          compact: bool, deadline: float | None, bandwidth: str, confidence: float | None, estimate_from: str, no_llm: bool,
          token: str | None, retries: int, as_json: bool) -> None:
-    """Encode IMAGE (or - for stdin) and stream its layers to a `prosemc serve` at URL; print the answer.
+    """Encode IMAGE (or - for stdin), stream its layers to a `prosemc serve` at URL and print its answer to QUESTION.
 
     Layers are sent as they fit: --deadline and --bandwidth cap the prefix, --confidence stops it once the
     codec's quality estimate is reached. The answer goes to stdout (the whole report with --json); what was
     sent and why goes to stderr.
 
     \b
-      prosemc send cam.jpg http://127.0.0.1:8000 -q "what is shown?"
-      prosemc send cam.jpg http://cloud:8000 -q "what is shown?" --deadline 2 --bandwidth 1mbit
-      prosemc send cam.jpg http://cloud:8000 -q "what animal is this?" --confidence 0.9 --json
-      prosemc send --bundle edge/ cam.jpg http://cloud:8000 -q "what is shown?"   # torch-free edge
+      prosemc send cam.jpg http://127.0.0.1:8000 "what is shown?"
+      prosemc send cam.jpg http://cloud:8000 "what is shown?" --deadline 2 --bandwidth 1mbit
+      prosemc send cam.jpg http://cloud:8000 "what animal is this?" --confidence 0.9 --json
+      prosemc send --bundle edge/ cam.jpg http://cloud:8000 "what is shown?"   # torch-free edge
     """
     from prosemc.cli.io import open_input
     from prosemc.errors import InputError
     from prosemc.serve.send import SendOptions, send as send_image
 
     if not question.strip():
-        raise click.UsageError("the question is empty; ask something, e.g. -q \"what is shown?\"")
+        raise click.UsageError("the question is empty; ask something, e.g. \"what is shown?\"")
     if bundle is not None:
         fixed = [f"--{name.replace('_name', '')}" for name in ("model", "codec_name")
                  if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
@@ -123,19 +127,18 @@ def send(ctx: click.Context, image: str, url: str, question: str, model: str, bu
     def read_image() -> object:  # called by send once the connection to the server is being opened
         from prosemc.models.images import load_image
 
-        with open_input(image) as stream:
+        with naming(display_name(image)), open_input(image) as stream:
             return load_image(stream.read() if image == "-" else image)
 
     options = SendOptions(url=url, question=question, model=model, bundle=bundle, codec_name=codec_name,
                           compact=compact, deadline_s=deadline, bandwidth=bandwidth, confidence=confidence, estimate_from=estimate_from,
                           llm=not no_llm, token=token or None, retries=retries)
-    report = send_image(read_image, options, log=lambda line: click.echo(f"prosemc send: {line}", err=True))
+    reply = send_image(read_image, options, log=say)
+    report = document("send", input=display_name(image), url=url,
+                      **{k: v for k, v in reply.items() if k not in ("schema", "command", "input")})
     sent = report["send"]
-    if as_json:
-        click.echo(json.dumps(report, sort_keys=True))
-    else:
-        click.echo(report["answer"])
+    click.echo(json.dumps(report) if as_json else report["answer"])
     estimate = f", estimate {report['estimate']:.3f}" if report.get("estimate") is not None else ""
-    click.echo(f"prosemc send: {sent['layers_sent']} of {sent['layers_produced']} layers, {sent['bytes_sent']} bytes "
-               f"({sent['plan']}{estimate}); used {report['layers_used']} ({report['stopped_by']}); "
-               f"{sent['timings_ms']['total'] / 1e3:.2f} s", err=True)
+    say(f"sent {len(sent['layers'])} of {plural(sent['layers_declared'], 'layer')}, {sent['bytes']} bytes "
+        f"({sent['plan']}{estimate}); the server used {len(report['layers'])} ({report['stopped_by']}); "
+        f"{sent['timings_ms']['total'] / 1e3:.2f} s")

@@ -75,6 +75,7 @@ class OnnxVisionEncoder:
     recipe: PixelRecipe
     token_shape: tuple[int, int]
     info: dict[str, Any]
+    runtime: str = "onnxruntime"  # what runs the edge half (prosemc.pipeline.EncodeReport.runtime)
 
     def tokens(self, pixels: np.ndarray) -> np.ndarray:
         """Tokens [N, D] float32 of pixels [1, 3, H, W] float32 (0..255)."""

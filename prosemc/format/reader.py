@@ -48,6 +48,7 @@ from prosemc.format.spec import (
     PREAMBLE,
     Limits,
 )
+from prosemc.text import plural
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,14 @@ class ReadEnd:
     def describe(self) -> str:
         if self.cut_at is not None:
             return (
-                f"{self.layers} complete layers, then truncated at byte {self.bytes_read} "
+                f"{plural(self.layers, 'complete layer')}, then truncated at byte {self.bytes_read} "
                 f"(inside the chunk starting at byte {self.cut_at})"
             )
         if self.declared is None:
-            return f"{self.layers} layers; how many were declared is in the profile, which this reader does not know"
+            return f"{plural(self.layers, 'layer')}; how many were declared is in the profile, which this reader does not know"
         if self.layers == self.declared:
-            return f"complete: all {self.declared} layers"
-        return f"prefix: {self.layers} of {self.declared} layers"
+            return "complete: the only layer" if self.declared == 1 else f"complete: all {self.declared} layers"
+        return f"prefix: {self.layers} of {plural(self.declared, 'layer')}"
 
 
 class PsemReader:

@@ -34,6 +34,9 @@ class TruncateResult:
     form: str = "full"
     profile_id: bytes | None = None
     converted: bool = False  # the output's form differs from the input's
+    header: PsemHeader | None = None  # the (full) header of the input and output
+    header_bytes: int = 0  # bytes of the output's header
+    layer_bytes: tuple[int, ...] = ()  # bytes of each layer chunk written, frame included
 
 
 def truncate(
@@ -81,6 +84,7 @@ def truncate(
 
     budget = PrefixBudget(len(head), layers, max_bytes)
     written_head = False
+    layer_bytes: list[int] = []
     for chunk in reader:
         data = framed(chunk)
         if not (budget.admit(len(data)) if chunk.is_layer else budget.admit_extension(len(data))):
@@ -92,6 +96,8 @@ def truncate(
             written_head = True
         out.write(data)
         out.flush()
+        if chunk.is_layer:
+            layer_bytes.append(len(data))
         if chunk.is_layer and budget.full:
             break
     if budget.layers == 0:
@@ -99,4 +105,5 @@ def truncate(
             raise InputError("the input holds no complete layer, so there is nothing to keep; encode it again")
         if not written_head:
             out.write(head)  # converting a file of no layers: its header alone
-    return TruncateResult(budget.layers, budget.bytes, reader.end, target, pid, target != reader.form)
+    return TruncateResult(budget.layers, budget.bytes, reader.end, target, pid, target != reader.form, reader.header,
+                          len(head), tuple(layer_bytes))

@@ -113,7 +113,7 @@ def _read_source(source: str | os.PathLike[str] | bytes | BinaryIO) -> tuple[str
     if not isinstance(source, (str, os.PathLike)):
         raise InputError(f"cannot read an image from a {type(source).__name__}; pass a file path or bytes")
     path = Path(source)
-    name = path.name or str(path)
+    name = str(source)  # as the caller gave it, so that messages name the file the user passed
     try:
         with open(path, "rb") as stream:
             return name, _within_limit(name, stream.read(MAX_IMAGE_BYTES + 1))

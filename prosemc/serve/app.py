@@ -205,14 +205,14 @@ def _failure(error: BaseException, client: str, started: float) -> Response:
 
 
 def _log_report(client: str, status: int, started: float, report: dict[str, Any]) -> None:
-    log_line(client, status, started, bytes=report["bytes_used"], layers=f"{report['layers_used']}/{report['layers_declared']}",
+    log_line(client, status, started, bytes=report["bytes"], layers=f"{len(report['layers'])}/{report['layers_declared']}",
              stop=report["stopped_by"], answer_ms=report["timings_ms"]["answer"])
 
 
 def configure_logging() -> None:
-    """Request lines on stderr: `prosemc serve: <client> <status> key=value ... latency=<s>`."""
+    """Request lines on stderr: `prosemc: <client> <status> key=value ... latency=<s>`."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("prosemc serve: %(message)s"))
+    handler.setFormatter(logging.Formatter("prosemc: %(message)s"))
     LOG.handlers[:] = [handler]
     LOG.setLevel(logging.INFO)
     LOG.propagate = False

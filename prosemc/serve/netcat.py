@@ -1,7 +1,7 @@
 """The netcat side door of `prosemc serve --nc-port`: a question line, then the `.psem` stream; one JSON line back.
 
     { printf '%s\\n' "what is shown?"; prosemc encode cam.jpg -o -; } | nc -N cloud 9000
-    -> {"answer": ..., "labels": ..., "layers_used": ...}          (the `prosemc query --json` report)
+    -> {"schema": 1, "command": "query", "answer": ..., "labels": ..., "layers": [...], ...}   (the `query --json` report)
 With a token, the first line must be `Bearer <token>`. Errors come back as {"error": ..., "status": ...}.
 """
 
@@ -65,8 +65,8 @@ def handler(config: ServerConfig, cloud: CloudModel):
             options = QueryOptions(question=parse_question(first), llm=config.llm)
             report = await run_query(_chunks(reader), options, cloud, read_timeout=config.read_timeout,
                                      max_bytes=config.max_body_bytes)
-            log_line(client, 200, started, bytes=report["bytes_used"],
-                     layers=f"{report['layers_used']}/{report['layers_declared']}", stop=report["stopped_by"])
+            log_line(client, 200, started, bytes=report["bytes"],
+                     layers=f"{len(report['layers'])}/{report['layers_declared']}", stop=report["stopped_by"])
             reply = report
         except ClientGone:
             log_line(client, 499, started, error="client-gone")
@@ -76,7 +76,7 @@ def handler(config: ServerConfig, cloud: CloudModel):
             reply = error_body(error)
             log_line(client, reply["status"], started, error=json.dumps(reply["error"][:120]))
         try:
-            writer.write(json.dumps(reply, sort_keys=True).encode() + b"\n")
+            writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
             writer.close()
         except ConnectionError:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import sys
 import time
 from typing import Any
 
 from prosemc.errors import InputError
+from prosemc.progress import note
 from prosemc.serve.app import ServerConfig, build_app, configure_logging
 from prosemc.serve.cloud import CloudModel
 
@@ -63,8 +63,8 @@ def run(config: ServerConfig, host: str, port: int, nc_port: int | None = None) 
         side = await netcat.start(config, cloud, nc_sock) if nc_sock is not None else None
         extra = f", netcat on port {nc_sock.getsockname()[1]}" if nc_sock is not None else ""
         auth = ", bearer token required" if config.token else ""
-        print(f"prosemc serve: {cloud.model_id} listening on {url_of(http_sock)}{extra}{auth} "
-              f"(ready in {time.perf_counter() - started:.1f} s, warm-up {warm_s:.1f} s)", file=sys.stderr, flush=True)
+        note(f"prosemc: serving {cloud.model_id}, listening on {url_of(http_sock)}{extra}{auth} "
+             f"(ready in {time.perf_counter() - started:.1f} s, warm-up {warm_s:.1f} s)")
         try:
             await server.serve(sockets=[http_sock])
         finally:
@@ -101,8 +101,7 @@ def run_ray(config: ServerConfig, host: str, port: int, replicas: int, address: 
              **({} if address else {"num_cpus": max(replicas, 2), "object_store_memory": 100 << 20}))
     serve.start(http_options={"host": host, "port": port})
     handle = serve.run(deployment.bind(), name="prosemc", route_prefix="/")
-    print(f"prosemc serve: {config.model} on Ray Serve, {replicas} replicas, listening on http://{host}:{port}",
-          file=sys.stderr, flush=True)
+    note(f"prosemc: serving {config.model} on Ray Serve, {replicas} replicas, listening on http://{host}:{port}")
     if block:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:

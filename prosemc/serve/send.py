@@ -24,6 +24,7 @@ from prosemc.errors import InputError, ModelError, ProsemcError
 from prosemc.serve.client import HttpConnection, Upload
 from prosemc.serve.plan import DEFAULT_ANSWER_S, LinkCache, Plan, measured_rate, parse_rate, plan_layers
 from prosemc.serve.protocol import MODELS_PATH, QUERY_PATH
+from prosemc.report import layers_list
 
 Log = Callable[[str], None]
 
@@ -296,7 +297,8 @@ def _query(connection: HttpConnection, info: dict[str, Any], edge: EdgeStream, o
     if rate_now:
         cache.put(server_key, rate_now)
     report["send"] = {
-        "layers_sent": sent, "layers_produced": len(edge.chunks), "bytes_sent": layer_ends[sent - 1] if sent else 0,
+        "layers": layers_list(layer_sizes[:sent], len(edge.header_bytes)), "layers_declared": len(edge.chunks),
+        "bytes": layer_ends[sent - 1] if sent else 0,
         "plan": reason, "estimates": plan.estimates or None,
         "cloud_estimates": [e.get("estimate") for e in events if e.get("event") == "layer"],
         "bandwidth_bps": rate, "measured_bandwidth_bps": round(rate_now) if rate_now else None,

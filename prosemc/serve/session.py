@@ -23,11 +23,13 @@ from prosemc.codec import Codec, codec_from_header
 from prosemc.codec.base import has_quality_estimate
 from prosemc.errors import ModelError
 from prosemc.format import PsemHeader, PsemReader
-from prosemc.pipeline import answer_report, decode_prefix
+from prosemc.pipeline import decode_prefix
+from prosemc.report import answer_report, codec_object, tokens_object
 from prosemc.serve.cloud import CloudModel
 from prosemc.serve.protocol import RequestError
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+STREAM_NAME = "<request>"  # the reply's "input": the request body the layers came in
 
 
 class ClientGone(Exception):
@@ -83,7 +85,7 @@ def _parse(stream: FeedStream, post: Callable[[tuple], None]) -> None:
         post(("header", reader.header, len(reader.header_bytes)))
         for chunk in reader:
             if chunk.is_layer:
-                post(("layer", chunk.payload, chunk.end, time.monotonic()))
+                post(("layer", chunk.payload, chunk.end, time.monotonic(), chunk.size))
         post(("end", reader.end))
     except Exception as error:  # noqa: BLE001 - the format's own errors, reported to the client
         post(("error", error))
@@ -146,8 +148,9 @@ async def run_query(chunks: AsyncIterator[bytes], options: QueryOptions, cloud: 
     header: PsemHeader | None = None
     codec: Codec | None = None
     layers: list[bytes] = []
+    layer_bytes: list[int] = []  # file bytes of each layer, frame included
     arrivals: list[float] = []
-    bytes_used, estimate, stopped_by, late = 0, None, "end", False
+    bytes_used, header_bytes, estimate, stopped_by, late = 0, 0, None, "end", False
 
     def stop(reason: str) -> None:
         nonlocal stopped_by
@@ -178,14 +181,18 @@ async def run_query(chunks: AsyncIterator[bytes], options: QueryOptions, cloud: 
                 break
             if kind == "header":
                 header, bytes_used = item[1], item[2]
+                header_bytes = bytes_used
                 codec = check_stream(header, cloud)
                 if emit:
-                    await emit("header", {"model": header.encoder, "codec": header.codec_id, "layers": header.layers})
+                    await emit("header", {"model": header.encoder, "codec": codec_object(header.codec, header.entropy),
+                                          "tokens": tokens_object(header.token_shape, header.token_dtype),
+                                          "layers_declared": header.layers, "header_bytes": header_bytes})
                 continue
             assert header is not None and codec is not None
             if stopped_by != "end" and stopped_by != "deadline":
                 continue  # confidence reached: later layers that were already buffered are not used
             layers.append(item[1])
+            layer_bytes.append(item[4])
             bytes_used = item[2]
             arrivals.append(round((item[3] - start) * 1e3, 2))
             if options.events or options.confidence is not None:
@@ -203,7 +210,8 @@ async def run_query(chunks: AsyncIterator[bytes], options: QueryOptions, cloud: 
     assert header is not None and codec is not None
     waited = time.monotonic() - start
 
-    decoded = await loop.run_in_executor(cloud.decode_pool, decode_prefix, header, codec, layers, bytes_used, end)
+    decoded = await loop.run_in_executor(cloud.decode_pool, decode_prefix, header, codec, layers, bytes_used, end,
+                                         layer_bytes, header_bytes)
     decoded_at = time.monotonic()
     answering = loop.run_in_executor(cloud.model_thread, cloud.answer, decoded.edge, options.question, options.llm)
     per_layer = options.events or options.confidence is not None  # then `estimate` is already these layers'
@@ -211,7 +219,8 @@ async def run_query(chunks: AsyncIterator[bytes], options: QueryOptions, cloud: 
         estimate = await loop.run_in_executor(cloud.decode_pool, quality_estimate, codec, header, layers)
     answer = await answering
     report = answer_report(decoded, answer, {"read_decode": (decoded_at - start) * 1e3,
-                                              "answer": (time.monotonic() - decoded_at) * 1e3})
+                                              "answer": (time.monotonic() - decoded_at) * 1e3},
+                           input=STREAM_NAME, question=options.question)
     report["timings_ms"]["stream"] = round(waited * 1e3, 2)
     report.update({"estimate": estimate, "stopped_by": stopped_by, "layer_arrivals_ms": arrivals})
     return report

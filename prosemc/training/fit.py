@@ -189,7 +189,7 @@ def train(
     progress: Progress | None = None,
 ) -> tuple[MetaAE, int, int, bool]:
     """Train on tokens [S, N, D] (float16/32); return (model, steps done, step resumed from, finished)."""
-    progress = progress or Progress("fit", quiet=True)
+    progress = progress or Progress("prosemc: fit", quiet=True)
     if config.pooled:
         tokens = pooled_tokens(tokens)
     torch.manual_seed(config.seed)
@@ -302,7 +302,7 @@ def fit(
     for key, value in (config_overrides or {}).items():
         setattr(config, key, tuple(value) if isinstance(value, list) else value)
     config.validate()
-    progress = Progress("fit", quiet=quiet)
+    progress = Progress("prosemc: fit", quiet=quiet)
     started = time.perf_counter()
     cache = Path(cache_dir) if cache_dir is not None else None
     sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
@@ -417,7 +417,7 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
             parameter.requires_grad_(False)
         cloud = model.cloud_logits
     losses: list[float] = []
-    with Progress("fit", total=config.steps or None, quiet=quiet) as progress:
+    with Progress("prosemc: fit", total=config.steps or None, quiet=quiet) as progress:
         transform = train_transform(tokens, config, cloud, progress.update, losses)
         progress.update(config.steps, "integer tables and error head")
         tensors, metadata = export_tensors(tokens, transform, config, model_name, extra_info(images, sources, tokens,
@@ -428,7 +428,7 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
         held = heldout_tokens(model_name, cache)
         heldout = heldout_metrics(out_path, held[::4].astype(np.float32), load_split_model(model_name))
         levels = zip(heldout["bytes"], heldout["cosine"], heldout["top1"])
-        Progress("fit", quiet=quiet).log("held-out: " + " ".join(
+        Progress("prosemc: fit", quiet=quiet).log("held-out: " + " ".join(
             f"L{k + 1} {b:.0f}B cos {c:.3f} top1 {t:.2f}" for k, (b, c, t) in enumerate(levels)))
     return FitReport(str(out_path), sha, config.steps, time.perf_counter() - started, 0, int(tokens.shape[0]),
                      asdict(config), heldout, losses)

@@ -110,7 +110,7 @@ def assert_refused(outcome: Outcome, pattern: str, *, input_bytes: int, folder: 
     `allowed`, and peak RSS and time within the bounds for this kind of command and this much input."""
     assert outcome.returncode == 2, (outcome.returncode, outcome.stderr)
     assert len(outcome.stderr_lines) == 1, outcome.stderr
-    assert outcome.stderr_lines[0].startswith("Error: "), outcome.stderr
+    assert outcome.stderr_lines[0].startswith("prosemc: error: "), outcome.stderr
     assert re.search(pattern, outcome.stderr_lines[0]), (pattern, outcome.stderr)
     assert "Traceback" not in outcome.stderr
     assert_within_bounds(outcome, input_bytes)

@@ -102,7 +102,7 @@ def test_a_cache_root_that_is_a_file_is_one_line(tmp_path: Path, cli_env: dict[s
                             env={**cli_env, "PROSEMC_CACHE": str(blocker)}, capture_output=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert result.stderr.decode().splitlines() == [
-        f"Error: cannot use the cache folder {blocker} (File exists); point PROSEMC_CACHE at a writable folder"]
+        f"prosemc: error: cannot use the cache folder {blocker} (File exists); point PROSEMC_CACHE at a writable folder"]
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +145,13 @@ def _umask() -> int:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["truncate", "x.psem", "--layers", "1"], "Error: Missing option '-o' / '--output'; see 'prosemc truncate --help'"),
-    (["--bogus"], "Error: No such option '--bogus'; see 'prosemc --help'"),
-    (["encode"], "Error: Missing argument 'IMAGE'; see 'prosemc encode --help'"),
-    (["info", "a\nb.psem"], r"Error: cannot read a\nb.psem: No such file or directory; check the path"),
-    (["query", "x.psem", "q", "--read-timeout", "-1"], "Error: Invalid value for '--read-timeout': -1.0 is not in the "
+    (["truncate", "x.psem", "--layers", "1"], "prosemc: error: Missing option '-o' / '--output'; see 'prosemc truncate --help'"),
+    (["--bogus"], "prosemc: error: No such option '--bogus'. Did you mean '--verbose'? See 'prosemc --help'"),
+    (["encode"], "prosemc: error: give an IMAGE (or - for stdin), or --from LIST; see 'prosemc encode --help'"),
+    (["info", "a\nb.psem"], r"prosemc: error: cannot read a\nb.psem: No such file or directory; check the path"),
+    (["query", "x.psem", "q", "--read-timeout", "-1"], "prosemc: error: Invalid value for '--read-timeout': -1.0 is not in the "
                                                        "range x>=0; see 'prosemc query --help'"),
-    (["nope"], "Error: No such command 'nope'; see 'prosemc --help'"),
+    (["nope"], "prosemc: error: No such command 'nope'; see 'prosemc --help'"),
 ])
 def test_usage_errors_and_odd_names_are_one_line(args: list[str], message: str, tmp_path: Path,
                                                  cli_env: dict[str, str]):

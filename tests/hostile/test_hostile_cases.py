@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import runpy
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def test_crc_valid_hostile_headers_are_one_line_errors(vector: str, command: str
     path = VECTORS / f"{vector}.psem"
     args = ["info", str(path)] if command == "info" else ["decode", str(path), "-o", str(tmp_path / "t.safetensors")]
     outcome = run_prosemc(args, cwd=tmp_path, env=cli_env, timeout=bound(args, 0))
-    assert_refused(outcome, r"^Error: invalid \.psem header: .*; the file was not written by a conforming encoder",
+    assert_refused(outcome, rf"^prosemc: error: {re.escape(str(path))}: invalid \.psem header: .*; the file was not written by a "
+                            "conforming encoder",
                    input_bytes=path.stat().st_size, folder=tmp_path)
 
 
@@ -57,9 +59,9 @@ def test_info_escapes_header_strings(tmp_path: Path, cli_env: dict[str, str]):
     outcome = run_prosemc(["info", str(HERE / "cases" / "header-terminal-escapes.psem")], cwd=tmp_path, env=cli_env)
     assert outcome.returncode == 0, outcome.stderr
     lines = outcome.stdout.decode().splitlines()
-    assert lines[1] == r"encoder   lite\x1b]0;owned\x07\nstatus    complete: all 99 layers"
-    assert [line for line in lines if line.startswith("status")] == ["status    complete: all 1 layers"]
+    assert lines[1] == r"model     lite\x1b]0;owned\x07\nstatus    complete: all 99 layers"
+    assert [line for line in lines if line.startswith("status")] == ["status    complete: the only layer"]
     assert "\x1b" not in outcome.stdout.decode() and "\x07" not in outcome.stdout.decode()
     as_json = run_prosemc(["info", "--json", str(HERE / "cases" / "header-terminal-escapes.psem")], cwd=tmp_path,
                           env=cli_env)
-    assert json.loads(as_json.stdout)["encoder"].startswith("lite\x1b]0;owned")  # JSON keeps the value, escaped
+    assert json.loads(as_json.stdout)["model"].startswith("lite\x1b]0;owned")  # JSON keeps the value, escaped

@@ -56,7 +56,7 @@ def test_truncate_does_not_buffer_extension_chunks(tmp_path: Path, cli_env: dict
     outcome = run_prosemc(["truncate", "-", "-o", "-", "--layers", "2"], cwd=tmp_path, env=cli_env, stdin=pieces,
                           keep_stdout=False, timeout=600)
     assert outcome.returncode == 0, outcome.stderr
-    assert outcome.stderr_lines == [f"kept 1 layers, {size} bytes -> <stdout>"]  # all of it, extensions included
+    assert outcome.stderr_lines == [f"prosemc: kept 1 layer, {size} bytes -> <stdout>"]  # all of it, extensions included
     assert_within_bounds(outcome, size)
     assert outcome.peak_rss_mib < 300, f"peak RSS {outcome.peak_rss_mib:.0f} MiB: extension chunks were buffered"
 
@@ -66,7 +66,7 @@ def test_decode_skips_extension_chunks_without_holding_them(tmp_path: Path, cli_
     outcome = run_prosemc(["decode", "-", "-o", "t.safetensors", "--json"], cwd=tmp_path, env=cli_env, stdin=pieces,
                           timeout=600)
     assert outcome.returncode == 0, outcome.stderr
-    assert json.loads(outcome.stdout)["layers_used"] == 1
+    assert len(json.loads(outcome.stdout)["layers"]) == 1
     assert_within_bounds(outcome, size)
     assert outcome.peak_rss_mib < 100, f"peak RSS {outcome.peak_rss_mib:.0f} MiB: a skipped 64 MiB chunk was held"
 
@@ -100,10 +100,10 @@ def test_stalled_stream_answers_from_complete_layers(lite_psem: bytes, tmp_path:
     out, err, child = outcome.stdout, outcome.stderr.encode(), outcome
     answer = json.loads(out)
     assert child.returncode == 0, err
-    assert (answer["stalled"], answer["status"], answer["layers_used"]) == (True, "truncated", 1)
+    assert (answer["stalled"], answer["status"], len(answer["layers"])) == (True, "truncated", 1)
     assert err.decode().splitlines() == [
-        f"prosemc: the sender stalled (no byte for 1 s); 1 complete layers, then truncated at byte {cut} (inside the "
-        f"chunk starting at byte {cut - 7}); using 1 layers ({cut - 7} bytes)"]
+        f"prosemc: <stdin>: the sender stalled (no byte for 1 s); 1 complete layer, then truncated at byte {cut} "
+        f"(inside the chunk starting at byte {cut - 7}); using 1 layer ({cut - 7} bytes)"]
 
 
 def test_stall_inside_the_header_is_one_line(lite_psem: bytes, tmp_path: Path, cli_env: dict[str, str]):
@@ -155,7 +155,7 @@ def test_netcat_listener_answers_a_stalled_sender(lite_psem: bytes, cli_env: dic
         server.kill()
     assert server.returncode == 0, err
     answer = json.loads(out)
-    assert answer["stalled"] is True and answer["layers_used"] == 2 and answer["labels"]
+    assert answer["stalled"] is True and len(answer["layers"]) == 2 and answer["labels"]
 
 
 def _connect(port: int) -> socket.socket:
