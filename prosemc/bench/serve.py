@@ -92,23 +92,24 @@ def timed_send(argv: list[str]) -> tuple[float, float, dict[str, Any]]:
     return answered, exited, json.loads(line)
 
 
-def end_to_end(link: Any, url: str, images: list[Path], bundle: Path, repeats: int) -> list[dict[str, Any]]:
+def end_to_end(link: Any, url: str, images: dict[str, Path], bundle: Path, repeats: int) -> list[dict[str, Any]]:
     """`prosemc send` processes at the edge end, bundle and torch edge alternating: process start to answer printed.
 
     One unrecorded run per edge first (bytecode, page cache, the bundle's optimised graph in the prosemc cache:
     what a device that has run once has)."""
     edges = {"bundle": ["--bundle", str(bundle)], "torch": ["--model", "lite"]}
+    first = str(next(iter(images.values())))
     for extra in edges.values():
-        timed_send(link.edge_command([sys.executable, "-m", "prosemc", "send", str(images[0]), url, QUESTION,
-                                      "--json", "--no-llm", *extra]))
+        timed_send(link.edge_command([sys.executable, "-m", "prosemc", "send", first, url, QUESTION, "--json", "--no-llm",
+                                      *extra]))
     rows = []
     for llm in (False, True):
-        for image in images:
+        for photo, image in images.items():
             for _ in range(repeats):
                 for edge, extra in edges.items():
                     argv = [sys.executable, "-m", "prosemc", "send", str(image), url, QUESTION, "--json", *extra]
                     answered, exited, report = timed_send(link.edge_command(argv + ([] if llm else ["--no-llm"])))
-                    rows.append({"edge": edge, "mode": "llm" if llm else "label_only", "image": image.name,
+                    rows.append({"edge": edge, "mode": "llm" if llm else "label_only", "image": photo,
                                  "seconds": answered, "exit_s": exited, "top1": report["labels"][0]["label"],
                                  "encode_ms": report["send"]["timings_ms"]["encode"],
                                  "bytes": report["send"]["bytes"]})
@@ -144,7 +145,7 @@ def run(photos: dict[str, Any], *, seconds: float = 120, fault_seconds: float = 
             progress("latency")
             latency = edge_json(link, ["latency", server.url, *streams, "--repeats", str(repeats)])["rows"]
             progress("end to end (send processes, bundle and torch edge)")
-            e2e = end_to_end(link, server.url, images[:3], folder / "edge", repeats=3)
+            e2e = end_to_end(link, server.url, dict(zip(list(photos)[:3], images)), folder / "edge", repeats=3)
             progress(f"load: 16 clients for {seconds:g} s")
             rss: dict[str, float] = {}
             timer = threading.Timer(60.0, lambda: rss.setdefault("after_first_minute_mib", rss_mib(server.process.pid)))
@@ -166,7 +167,7 @@ def run(photos: dict[str, Any], *, seconds: float = 120, fault_seconds: float = 
 
 def _top1(e2e: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (photo, reply): the top-1 labels the bundle edge's and the torch edge's runs got."""
-    pairs = sorted({(r["image"], r["mode"]) for r in e2e})
+    pairs = [(image, mode) for image in dict.fromkeys(r["image"] for r in e2e) for mode in ("label_only", "llm")]
     return [{"image": image, "mode": mode, **{edge: sorted({r["top1"] for r in e2e if (r["image"], r["mode"], r["edge"])
                                                                == (image, mode, edge)}) for edge in EDGES}}
             for image, mode in pairs]
