@@ -24,6 +24,7 @@ from prosemc.export.bundle import EdgeBundle
 from prosemc.models.images import load_image
 from prosemc.models.lite import LiteModel
 from prosemc.pipeline import read_tokens
+from serving import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 # Runs `prosemc ARGS...` in a fresh interpreter where importing these packages raises, as on a board without them.
@@ -153,6 +154,64 @@ def test_cloud_answers_an_edge_psem(int8_bundle, chelsea, tmp_path, torch_tokens
     assert answered.exit_code == 0, answered.output
     reply = json.loads(answered.stdout)
     assert reply["model"] == "lite" and len(reply["layers"]) == 6 and "cat" in reply["answer"].lower()
+
+
+def test_send_bundle_without_torch_gets_the_torch_edges_answer(int8_bundle, chelsea, cli_env, valid_report):
+    """`send --bundle` in a process where torch cannot be imported, to a real label-only `prosemc serve` on
+    127.0.0.1: the torch edge's top-1 label, and the bytes of the bundle's own .psem layers."""
+    from prosemc.serve.send import SendOptions, frame_tokens, send
+
+    image = load_image(str(chelsea))
+    bundle = EdgeBundle.load(int8_bundle)
+    layers = frame_tokens(bundle.vision.encode_image(image), bundle.model_id, bundle.codec)
+    server = ServerProcess(["--port", "0", "--no-llm"], cli_env)
+    try:
+        result = run_edge("send", "--bundle", str(int8_bundle), str(chelsea), server.url, "what is shown?",
+                          "--no-llm", "--json")
+        torch_edge = send(image, SendOptions(url=server.url, question="what is shown?", llm=False), lambda _: None)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr.decode()
+    reply = valid_report(result.stdout, "send")
+    assert reply["model"] == "lite" and len(reply["layers"]) == 6 and reply["stopped_by"] == "end"
+    assert [layer["bytes"] for layer in reply["send"]["layers"]] == [len(chunk) for chunk in layers.chunks]
+    assert reply["send"]["bytes"] == reply["bytes"] == layers.layer_ends()[-1]
+    top1 = reply["labels"][0]["label"]
+    assert top1 == torch_edge["labels"][0]["label"] and top1 in reply["answer"]
+    assert b"prosemc: sent 6 of 6 layers" in result.stderr
+
+
+def test_send_bundle_refuses_model_and_codec_before_connecting(int8_bundle, chelsea):
+    for extra in (["--model", "lite"], ["--codec", "baseline"]):
+        result = CliRunner().invoke(cli, ["send", "--bundle", str(int8_bundle), str(chelsea), "http://127.0.0.1:9",
+                                          "what is shown?", *extra])
+        assert result.exit_code == 2 and f"{extra[0]} cannot be combined with --bundle" in result.output, result.output
+
+
+def test_optimised_graph_cache_gives_the_same_tokens(int8_bundle, chelsea, tmp_path, monkeypatch):
+    """The first load keeps onnxruntime's optimised graph in the cache, the next runs it; a damaged entry or a link is
+    replaced."""
+    monkeypatch.setenv("PROSEMC_CACHE", str(tmp_path))
+    image = load_image(str(chelsea))
+    plain = EdgeBundle.load(int8_bundle, cache=False).vision.encode_image(image).tokens
+    assert not (tmp_path / "onnx-optimised").exists()
+    first = EdgeBundle.load(int8_bundle).vision.encode_image(image).tokens
+    [entry] = (tmp_path / "onnx-optimised").iterdir()
+    kept = entry.stat().st_mtime_ns
+    second = EdgeBundle.load(int8_bundle).vision.encode_image(image).tokens
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name] and entry.stat().st_mtime_ns == kept
+    assert np.array_equal(first, plain) and np.array_equal(second, plain)
+    entry.write_bytes(b"damaged")
+    third = EdgeBundle.load(int8_bundle).vision.encode_image(image).tokens
+    [redone] = (tmp_path / "onnx-optimised").iterdir()
+    assert np.array_equal(third, plain) and redone.read_bytes() != b"damaged"
+    redone.unlink()
+    redone.symlink_to("/dev/zero")  # never read: a link is not a cache entry
+    fourth = EdgeBundle.load(int8_bundle).vision.encode_image(image).tokens
+    [plain_file] = (tmp_path / "onnx-optimised").iterdir()
+    assert np.array_equal(fourth, plain) and not plain_file.is_symlink()
+    listed = CliRunner().invoke(cli, ["cache", "list", "--json"])
+    assert [(e["name"], e["kind"]) for e in json.loads(listed.stdout)["entries"]] == [("onnx-optimised", "onnx")]
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -311,6 +311,11 @@ def markdown(results: dict[str, Any], machine: str, plot_name: str, aarch64: dic
             f"| emulated aarch64 int8 parity (board numerics) | cosine mean {board['token_cosine_mean']}, min "
             f"{board['token_cosine_min']}, top-1 {board['top1_agreement']} | {_yes(board['token_cosine_min'] >= 0.975)} |",
         ]
+    rerun = results.get("processes_rerun")
+    if rerun:  # the cold-start step measured again alone (prosemc.bench.export._processes) after a change to it
+        lines += ["", f"The cold-start and memory rows were measured again on {rerun['date']}, that step alone "
+                      f"({rerun['why']}; 1-minute load average {rerun['load_average']}); the other rows are from the "
+                      "full run."]
     lines += ["", "## int8 choices (token cosine vs torch fp32)", "",
               "| choice | mean | min |", "| --- | --- | --- |"]
     lines += [f"| {c['choice']} | {c['token_cosine_mean']} | {c['token_cosine_min']} |" for c in results["choices"]]

@@ -154,8 +154,9 @@ def cache(ctx: click.Context, as_json: bool) -> None:
 
     The folder is $PROSEMC_CACHE, else $XDG_CACHE_HOME/prosemc, else ~/.cache/prosemc. Kinds: llm (SmolLM2
     converted from its GGUF), partial (an interrupted conversion), tokens (`prosemc fit` token caches), hashes
-    (sha256 of local Hugging Face weight files). Everything there is made again when needed. Hugging Face
-    checkpoints live in the Hugging Face cache: remove those with `hf cache delete`.
+    (sha256 of local Hugging Face weight files), onnx (edge bundle graphs as onnxruntime optimised them). Everything
+    there is made again when needed. Hugging Face checkpoints live in the Hugging Face cache: remove those with `hf
+    cache delete`.
 
     \b
       prosemc cache                 # what is there and how big

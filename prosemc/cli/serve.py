@@ -95,7 +95,8 @@ def serve(model: str, host: str, port: int, nc_port: int | None, token: str | No
 @click.option("--json", "as_json", is_flag=True,
               help="Print the server's report plus a \"send\" section as JSON (docs/json.md).")
 @threads_option
-def send(image: str, url: str, question: str, model: str, bundle: str | None, codec_name: str | None,
+@click.pass_context
+def send(ctx: click.Context, image: str, url: str, question: str, model: str, bundle: str | None, codec_name: str | None,
          compact: bool, deadline: float | None, bandwidth: str, confidence: float | None, estimate_from: str, no_llm: bool,
          token: str | None, retries: int, as_json: bool) -> None:
     """Encode IMAGE (or - for stdin), stream its layers to a `prosemc serve` at URL and print its answer to QUESTION.
@@ -108,19 +109,31 @@ def send(image: str, url: str, question: str, model: str, bundle: str | None, co
       prosemc send cam.jpg http://127.0.0.1:8000 "what is shown?"
       prosemc send cam.jpg http://cloud:8000 "what is shown?" --deadline 2 --bandwidth 1mbit
       prosemc send cam.jpg http://cloud:8000 "what animal is this?" --confidence 0.9 --json
+      prosemc send --bundle edge/ cam.jpg http://cloud:8000 "what is shown?"   # torch-free edge
     """
     from prosemc.cli.io import open_input
-    from prosemc.models.images import load_image
+    from prosemc.errors import InputError
     from prosemc.serve.send import SendOptions, send as send_image
 
     if not question.strip():
         raise click.UsageError("the question is empty; ask something, e.g. \"what is shown?\"")
-    with naming(display_name(image)), open_input(image) as stream:
-        picture = load_image(stream.read() if image == "-" else image)
+    if bundle is not None:
+        fixed = [f"--{name.replace('_name', '')}" for name in ("model", "codec_name")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if fixed:
+            raise InputError(f"{' and '.join(fixed)} cannot be combined with --bundle, which fixes model and codec; "
+                             "export another bundle instead")
+
+    def read_image() -> object:  # called by send once the connection to the server is being opened
+        from prosemc.models.images import load_image
+
+        with naming(display_name(image)), open_input(image) as stream:
+            return load_image(stream.read() if image == "-" else image)
+
     options = SendOptions(url=url, question=question, model=model, bundle=bundle, codec_name=codec_name,
                           compact=compact, deadline_s=deadline, bandwidth=bandwidth, confidence=confidence, estimate_from=estimate_from,
                           llm=not no_llm, token=token or None, retries=retries)
-    reply = send_image(picture, options, log=say)
+    reply = send_image(read_image, options, log=say)
     report = document("send", input=display_name(image), url=url,
                       **{k: v for k, v in reply.items() if k not in ("schema", "command", "input")})
     sent = report["send"]

@@ -370,7 +370,8 @@ class MetaAutoEncoderCodec:
     def _classes(self, start: int, stop: int) -> list[tuple[int, np.ndarray]]:
         """(table class, latent channels start..stop-1 of that class) in class order: one coder group each."""
         klass = self.weights.table_class[start:stop]
-        return [(int(c), start + np.flatnonzero(klass == c)) for c in np.unique(klass)]
+        classes = sorted(set(klass.tolist()))  # not np.unique: it imports numpy.ma, 10-20 ms of an edge cold start
+        return [(c, start + np.flatnonzero(klass == c)) for c in classes]
 
     def _quantise(self, y: np.ndarray, start: int, stop: int) -> np.ndarray:
         w = self.weights

@@ -189,7 +189,7 @@ def _write_bundle(output: Path, graph: Any, weights: Path | None, manifest: dict
                 raise ModelError(f"the codec weights {weights} changed while exporting; export again")
             files.append(WEIGHTS_FILE)
         written = write_manifest(work, manifest, files)
-        EdgeBundle.load(work)  # the board's first step: refuse now rather than there
+        EdgeBundle.load(work, cache=False)  # the board's first step: refuse now rather than there
         if output.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".old", dir=output.parent))
             output.rename(old)  # onto the empty folder mkdtemp made

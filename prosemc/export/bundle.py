@@ -21,6 +21,7 @@ from prosemc.codec import Codec, make_codec
 from prosemc.errors import InputError, ModelError, ProsemcError
 from prosemc.export.manifest import read_manifest
 from prosemc.export.pixels import PixelRecipe
+from prosemc.export.session_cache import cached_session
 from prosemc.models.base import Answer, EdgeTokens
 from prosemc.pipeline import EncodeReport, encode_image
 
@@ -29,8 +30,12 @@ from prosemc.pipeline import EncodeReport, encode_image
 BOARD_NUMERICS = {"session.x64quantprecision": "1"}
 
 
-def inference_session(model: str | bytes | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session with the board's int8 numerics on `threads` (None: prosemc.runtime's default)."""
+def inference_session(model: str | bytes | Path, threads: int | None = None, *, save_optimised: Path | None = None,
+                      preoptimised: bool = False) -> Any:
+    """An onnxruntime CPU session with the board's int8 numerics on `threads` (None: prosemc.runtime's default).
+
+    save_optimised: also write onnxruntime's optimised graph there; preoptimised: the graph is such a file, so
+    it runs as it is (see prosemc.export.session_cache)."""
     try:
         import onnxruntime
     except ImportError:
@@ -41,6 +46,10 @@ def inference_session(model: str | bytes | Path, threads: int | None = None) -> 
     options.log_severity_level = 4  # onnxruntime logs only fatal errors: failures become one-line ModelErrors here
     for key, value in BOARD_NUMERICS.items():
         options.add_session_config_entry(key, value)
+    if preoptimised:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if save_optimised is not None:
+        options.optimized_model_filepath = str(save_optimised)
     source = str(model) if isinstance(model, Path) else model
     try:
         return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
@@ -49,6 +58,7 @@ def inference_session(model: str | bytes | Path, threads: int | None = None) -> 
     # Some x86 builds fail to apply the x64 precision rewrite to int8 MatMuls ("Attempt to replace the existing
     # tensor"); without graph optimisations the QDQ graph runs as written, which is also the board's arithmetic.
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.optimized_model_filepath = ""
     try:
         return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception:  # noqa: BLE001 - report the first, more telling error
@@ -100,8 +110,11 @@ class EdgeBundle:
         self.codec = codec
 
     @classmethod
-    def load(cls, folder: str | Path, threads: int | None = None) -> "EdgeBundle":
-        """Check manifest.json and every file's sha256, then load the graph and the codec; ModelError otherwise."""
+    def load(cls, folder: str | Path, threads: int | None = None, cache: bool = True) -> "EdgeBundle":
+        """Check manifest.json and every file's sha256, then load the graph and the codec; ModelError otherwise.
+
+        cache: keep onnxruntime's optimised graph in the prosemc cache and start from it next time
+        (prosemc.export.session_cache)."""
         folder = Path(folder)
         manifest = read_manifest(folder)
         try:
@@ -112,9 +125,21 @@ class EdgeBundle:
             codec_name = str(codec_entry["name"])
         except (KeyError, TypeError, ValueError) as error:
             raise ModelError(f"{folder / 'manifest.json'} is incomplete ({error!r}); re-export the bundle") from None
+        graph_sha256 = manifest["files"].get(graph_file)
+        if not isinstance(graph_sha256, str):
+            raise ModelError(f"{folder / 'manifest.json'} does not list the sha256 of its graph {graph_file}; "
+                             "re-export the bundle")
         if len(token_shape) != 2:
             raise ModelError(f"the bundle's tokens are {list(token_shape)}; prosemc codes [N, D] tokens only")
-        session = inference_session(folder / graph_file, threads)
+        graph = folder / graph_file
+        if cache:
+            from prosemc.models.llm import cache_root
+
+            session = cached_session(graph, graph_sha256, BOARD_NUMERICS, cache_root(),
+                                     lambda source, save, ready: inference_session(source, threads, save_optimised=save,
+                                                                                   preoptimised=ready))
+        else:
+            session = inference_session(graph, threads)
         weights = codec_entry.get("file")
         try:
             codec = make_codec(codec_name, weights=folder / weights) if weights else make_codec(codec_name)

