@@ -36,9 +36,9 @@ from prosemc.codec.base import EncodedTokens
 from prosemc.codec.entropy import FrequencyTable
 from prosemc.codec.limits import ans_payload_bytes
 from prosemc.codec.metaae_token import (
-    ANS_SLACK_BITS,
     MAX_LAYERS,
     LayeredWeightsCodec,
+    check_layer_room,
     check_shape,
     check_stream,
     check_tokens,
@@ -52,7 +52,6 @@ from prosemc.codec.metaae_weights import (
     MAX_HALVINGS,
     MAX_LEVEL,
     MAX_TABLE_WEIGHT,
-    MIN_SYMBOL_BITS,
     PLANE_CONTEXTS,
     RATIO_BUCKETS,
     RATIO_OFFSET,
@@ -322,25 +321,13 @@ class PlaneMetaAECodec(LayeredWeightsCodec):
         rows = self._rows(check_stream(params, layers, shape, w))
         state = PlaneState(w, rows)
         for k, payload in enumerate(layers):
-            symbols = len(w.plan(k, rows).index)
-            if symbols * MIN_SYMBOL_BITS > 8 * len(payload) + ANS_SLACK_BITS:
-                raise CodecError(f"layer {k + 1}: {len(payload)} bytes cannot hold its {symbols} symbols; the layer "
-                                 "is truncated or the header's token shape is wrong")
+            check_layer_room(k, payload, len(w.plan(k, rows).index))
             try:
                 q = read_grouped(self.coder.reader(bytes(payload)), state.keys(k), w.tables)
             except CodecError as error:
                 raise CodecError(f"layer {k + 1}: {error}") from error
             state.apply(q, k)
         return state
-
-    def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
-        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
-        return self.state(params, layers, shape).tokens()
-
-    def quality_estimate(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> float:
-        """Predicted mean per-token cosine between the tokens decoded from these layers and the full,
-        uncompressed tokens, in [0, 1]."""
-        return float(self.state(params, layers, shape).quality().mean())
 
 
 __all__ = ["PlaneMetaAECodec", "PlaneWeights", "PlaneState", "LayerPlan", "block_map", "layer_symbols", "finest_magnitudes"]

@@ -263,6 +263,26 @@ class LayeredWeightsCodec:
         return {"codec": {"id": self.codec_id, "model_sha256": self.weights.sha256},
                 "entropy": {"id": self.coder.coder_id}}
 
+    def state(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> Any:
+        """The decoder's state after the first len(layers) >= 1 layers (tokens(), quality()); CodecError on bad input."""
+        raise NotImplementedError
+
+    def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
+        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
+        return self.state(params, layers, shape).tokens()
+
+    def quality_estimate(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> float:
+        """Predicted mean per-token cosine between the tokens decoded from these layers and the full,
+        uncompressed tokens, in [0, 1]."""
+        return float(self.state(params, layers, shape).quality().mean())
+
+
+def check_layer_room(k: int, payload: bytes, symbols: int) -> None:
+    """CodecError unless layer k's payload can hold its symbols (each costs >= MIN_SYMBOL_BITS): bounded decoding."""
+    if symbols * MIN_SYMBOL_BITS > 8 * len(payload) + ANS_SLACK_BITS:
+        raise CodecError(f"layer {k + 1}: {len(payload)} bytes cannot hold its {symbols} symbols; the layer "
+                         "is truncated or the header's token shape is wrong")
+
 
 class TokenMetaAECodec(LayeredWeightsCodec):
     """metaae/1 over per-token token/1 weights: progressive codec of tokens [N, D] for any model (numpy)."""
@@ -298,25 +318,13 @@ class TokenMetaAECodec(LayeredWeightsCodec):
         state = LatentState(w, rows)
         for k, payload in enumerate(layers):
             a, b = w.ranges[k]
-            symbols = rows * (b - a)
-            if symbols * MIN_SYMBOL_BITS > 8 * len(payload) + ANS_SLACK_BITS:
-                raise CodecError(f"layer {k + 1}: {len(payload)} bytes cannot hold its {symbols} symbols; the layer "
-                                 "is truncated or the header's token shape is wrong")
+            check_layer_room(k, payload, rows * (b - a))
             try:
                 q = state.read(self.coder.reader(bytes(payload)), k)
             except CodecError as error:
                 raise CodecError(f"layer {k + 1}: {error}") from error
             state.apply(q, k)
         return state
-
-    def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
-        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
-        return self.state(params, layers, shape).tokens()
-
-    def quality_estimate(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> float:
-        """Predicted mean per-token cosine between the tokens decoded from these layers and the full,
-        uncompressed tokens, in [0, 1]."""
-        return float(self.state(params, layers, shape).quality().mean())
 
 
 def check_sha256(expected: Any, weights: Any) -> None:
@@ -377,5 +385,5 @@ def check_shape(shape: Sequence[int], dim: int) -> int:
     return rows
 
 
-__all__ = ["LayeredWeightsCodec", "TokenMetaAECodec", "TokenWeights", "LatentState", "check_sha256", "check_stream", "check_tokens",
+__all__ = ["LayeredWeightsCodec", "TokenMetaAECodec", "check_layer_room", "TokenWeights", "LatentState", "check_sha256", "check_stream", "check_tokens",
            "check_shape", "grouped_symbols", "read_grouped"]
