@@ -190,6 +190,7 @@ def test_hf_model_trains_through_the_same_path(tmp_path, tiny_smolvlm, chelsea, 
                  config_overrides={"steps": 8, "batch": 6, "levels_per_step": 6, "levels": 6, "lr": 0.02})
     weights = load_weights(out)
     assert report.sha256 == weights.sha256 and isinstance(weights, PlaneWeights) and 4 <= weights.layer_count <= 11
+    assert (weights.transform.rows, weights.transform.cols) == (4, 4)  # 32 px / 4 px patches / pixel shuffle 2
     assert report.steps == 8 and np.mean(report.loss[-3:]) < np.mean(report.loss[:3]), report.loss
     model = load_model(str(tiny_smolvlm))
     import io
