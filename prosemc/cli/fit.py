@@ -55,23 +55,22 @@ def _check_outputs(out_path: Path, cache_dir: Path | None) -> None:
 @click.option("--max-steps", type=int, default=None,
               help="lite: stop after this many steps (checkpointed; rerun to resume).")
 @click.option("--steps", type=click.IntRange(min=0), default=None,
-              help="Per-token models: training steps of the quantiser gains (default 0: the PCA start; gradient steps measured worse, see docs/metaae.md).")
-@click.option("--ordering", type=click.Choice(["bitplane", "nested"]), default=None,
-              help="Per-token models: layers halve the step over channel ranges (bitplane, default) or add channel "
-                   "chunks at the finest step (nested, measured worse).")
+              help="Per-token models: gradient steps of per-channel quantiser gains with the cloud-output loss "
+                   "(default 0: the fitted transform; see docs/metaae-token.md).")
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
               help="Report held-out metrics (builtin photos never trained on).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout (docs/json.md).")
 @threads_option
 def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs: int | None, seed: int, variant: str,
-        views: int | None, cache_dir: str | None, max_steps: int | None, steps: int | None, ordering: str | None,
-        evaluate: bool, as_json: bool) -> None:
+        views: int | None, cache_dir: str | None, max_steps: int | None, steps: int | None, evaluate: bool,
+        as_json: bool) -> None:
     """Train metaae/1 weights for MODEL's tokens on unlabeled images (progress on stderr).
 
     lite gets the pooled mean-token codec (what its label head reads); every other model -- lite-dense and any
-    Hugging Face VLM -- a per-token Meta AutoEncoder: a learned linear latent whose layers halve the quantiser
-    step over ranges of channels, learned per-channel steps, integer context tables and an error head, trained
-    with a reconstruction loss plus, for the built-in models, a loss on the cloud layers' label logits.
+    Hugging Face VLM -- a per-token Meta AutoEncoder: a DCT over the model's token grid (where it has one) and
+    learned principal directions per frequency band, bit-plane layers ordered by the distortion each byte saves,
+    integer context tables and an error head (optionally, --steps trains per-channel steps with a loss on the
+    cloud layers' label logits).
 
     \b
       prosemc fit --model lite --images builtin -o metaae-lite.safetensors --seed 0
@@ -86,13 +85,13 @@ def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs:
     from prosemc.training.photos import sources_from
 
     sources_from(images)  # user errors (missing folder, no images) before torch loads
-    if model_name == "lite" and (steps is not None or ordering is not None):
-        raise InputError("--steps and --ordering apply to per-token models (lite-dense, Hugging Face VLMs), not lite")
+    if model_name == "lite" and steps is not None:
+        raise InputError("--steps applies to per-token models (lite-dense, Hugging Face VLMs), not lite")
     _check_outputs(Path(out_path), Path(cache_dir) if cache_dir is not None else None)
     from prosemc.training.fit import fit as run_fit
     report = run_fit(model_name, images, out_path, _levels(levels), epochs, seed, variant=variant, views=views,
                      cache_dir=cache_dir, max_steps=max_steps, evaluate_heldout=evaluate and images == "builtin",
-                     config_overrides={k: v for k, v in (("steps", steps), ("ordering", ordering)) if v is not None})
+                     config_overrides={"steps": steps} if steps is not None else None)
     finished = bool(report.sha256)
     emit(document("fit", model=model_name, output=report.out_path if finished else None,
                   codec=_trained_codec(report.out_path, model_name) if finished else None, finished=finished,

@@ -132,9 +132,13 @@ def _categorical(table: FrequencyTable):  # -> constriction.stream.model.Categor
     C_i the prefix sums and s = (2**24 - K) / sum(p). With p_i = weight_i - 1 (summing exactly to 2**24 - K, so
     s == 1.0 and every value exact in float64) it reproduces the integer weights exactly.
     """
-    import constriction
+    model = table.__dict__.get("_categorical")  # built once per table: tables are reused for every layer and image
+    if model is None:
+        import constriction
 
-    return constriction.stream.model.Categorical((table.weights - 1).astype(np.float64), perfect=False)
+        model = constriction.stream.model.Categorical((table.weights - 1).astype(np.float64), perfect=False)
+        table.__dict__["_categorical"] = model
+    return model
 
 
 def payload_words(coder_id: str, payload: bytes) -> np.ndarray:

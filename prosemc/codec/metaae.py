@@ -29,6 +29,7 @@ import numpy as np
 
 from prosemc.codec.base import EncodedTokens
 from prosemc.codec.entropy import DEFAULT_CODER_ID, FrequencyTable, coder_for_id
+from prosemc.codec.metaae_planes import PlaneMetaAECodec, PlaneWeights
 from prosemc.codec.metaae_refine import RefinementState
 from prosemc.codec.metaae_token import (
     TokenMetaAECodec,
@@ -41,6 +42,7 @@ from prosemc.codec.metaae_token import (
 )
 from prosemc.codec.metaae_weights import (
     FORMAT_POOLED as FORMAT,
+    FORMAT_PLANES,
     FORMAT_TOKEN,
     parse,
     pooled_refine_contexts,
@@ -245,7 +247,7 @@ _CACHE: dict[tuple[str, int, int], MetaAEWeights] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_weights(path: str | Path | None = None) -> MetaAEWeights | TokenWeights:
+def load_weights(path: str | Path | None = None) -> MetaAEWeights | TokenWeights | PlaneWeights:
     """The weights at path (default: the shipped `lite` file), loaded once per file version, either layout."""
     path = Path(path) if path is not None else default_weights_path()
     try:
@@ -262,18 +264,19 @@ def load_weights(path: str | Path | None = None) -> MetaAEWeights | TokenWeights
         return _CACHE[key]
 
 
-def weights_from_bytes(data: bytes, name: str) -> MetaAEWeights | TokenWeights:
-    """Weights of either layout (pooled `lite` or per-token) from a file's bytes; CodecError if invalid."""
+def weights_from_bytes(data: bytes, name: str) -> MetaAEWeights | TokenWeights | PlaneWeights:
+    """Weights of any layout (pooled `lite`, per-token token/1 or token/2) from a file's bytes; CodecError if invalid."""
     tensors, metadata, sha = parse(data, name)
-    if metadata.get("format") != FORMAT_TOKEN:
+    layout = metadata.get("format")
+    if layout not in (FORMAT_TOKEN, FORMAT_PLANES):
         return MetaAEWeights.from_bytes(data, name)
     try:
-        return TokenWeights.build(name, sha, tensors, metadata)
+        return (TokenWeights if layout == FORMAT_TOKEN else PlaneWeights).build(name, sha, tensors, metadata)
     except (KeyError, ValueError, TypeError) as error:
-        raise CodecError(f"{name} is not a valid {FORMAT_TOKEN} weights file ({error}); re-run `prosemc fit`") from None
+        raise CodecError(f"{name} is not a valid {layout} weights file ({error}); re-run `prosemc fit`") from None
 
 
-def weights_by_sha256(sha256: Any) -> MetaAEWeights | TokenWeights:
+def weights_by_sha256(sha256: Any) -> MetaAEWeights | TokenWeights | PlaneWeights:
     """The shipped weights whose bytes hash to sha256; CodecError naming the hashes here and the fix otherwise."""
     found = {}
     for path in shipped_weights():
@@ -288,8 +291,8 @@ def weights_by_sha256(sha256: Any) -> MetaAEWeights | TokenWeights:
     )
 
 
-def make_metaae(weights: str | Path | MetaAEWeights | TokenWeights | None = None, model: str | None = None,
-                model_sha256: str | None = None, **options: Any) -> Any:
+def make_metaae(weights: str | Path | MetaAEWeights | TokenWeights | PlaneWeights | None = None,
+                model: str | None = None, model_sha256: str | None = None, **options: Any) -> Any:
     """The metaae/1 codec for explicit weights, else the shipped weights a header names by sha256, else those
     shipped for `model` (default `lite`); a header's sha256 that the chosen weights do not have is refused."""
     if weights is None and model_sha256 is not None:
@@ -306,7 +309,9 @@ def make_metaae(weights: str | Path | MetaAEWeights | TokenWeights | None = None
         return MetaAutoEncoderCodec(weights, model_sha256=model_sha256, **options)
     if model_sha256 is not None:
         check_sha256(model_sha256, weights)
-    return TokenMetaAECodec(weights, **options)
+    if isinstance(weights, TokenWeights):
+        return TokenMetaAECodec(weights, **options)
+    return PlaneMetaAECodec(weights, **options)
 
 
 class MetaAutoEncoderCodec:

@@ -178,32 +178,11 @@ class LatentState:
 
     def groups(self, q: np.ndarray, k: int) -> list[tuple[np.ndarray, FrequencyTable]]:
         """(symbols, table) per context in coding order: context 0..C (C = refinement), row-major inside each."""
-        keys = self.keys(k).ravel()
-        symbols = q.ravel()
-        low, high = self.w.alphabets[k]
-        if ((symbols < low[keys]) | (symbols > high[keys])).any():
-            raise CodecError(f"layer {k + 1}: symbols outside the trained alphabet (tokens far outside the "
-                             "training distribution); use the baseline codec for these tokens")
-        order = np.argsort(keys, kind="stable")
-        flat, counts = symbols[order], np.bincount(keys, minlength=TOKEN_CONTEXTS + 1)
-        ends = np.cumsum(counts)
-        return [(flat[end - count : end], self.w.tables[k][key])
-                for key, (count, end) in enumerate(zip(counts.tolist(), ends.tolist())) if count]
+        return grouped_symbols(self.keys(k).ravel(), q.ravel(), self.w.tables[k], self.w.alphabets[k], k)
 
     def read(self, reader: Any, k: int) -> np.ndarray:
         """Symbols [N, b - a] of layer k from an entropy reader (the inverse of groups)."""
-        keys = self.keys(k).ravel()
-        order = np.argsort(keys, kind="stable")
-        flat = np.empty(keys.shape[0], dtype=np.int64)
-        position = 0
-        for key, count in enumerate(np.bincount(keys, minlength=TOKEN_CONTEXTS + 1).tolist()):
-            if count:
-                flat[position : position + count] = reader.read(self.w.tables[k][key], count)
-            position += count
-        reader.finish()
-        q = np.empty_like(flat)
-        q[order] = flat
-        return q.reshape(self.significant.shape[0], -1)
+        return read_grouped(reader, self.keys(k).ravel(), self.w.tables[k]).reshape(self.significant.shape[0], -1)
 
     def apply(self, q: np.ndarray, k: int) -> None:
         """Add layer k's symbols to the reconstruction and the significance map."""
@@ -237,12 +216,42 @@ class LatentState:
         return np.clip(a + b * analytic, 0.0, 1.0)
 
 
-class TokenMetaAECodec:
-    """metaae/1 over per-token weights: progressive codec of tokens [N, D] for any model (numpy)."""
+def grouped_symbols(keys: np.ndarray, symbols: np.ndarray, tables: Sequence[FrequencyTable],
+                    alphabets: tuple[np.ndarray, np.ndarray], k: int) -> list[tuple[np.ndarray, FrequencyTable]]:
+    """(symbols, table) per context of one layer, contexts in increasing order, symbols [M] in their order inside
+    each; keys [M] (uint8) pick each symbol's table, alphabets = (lowest, highest) codable symbol per table."""
+    order = np.argsort(keys, kind="stable")
+    flat = symbols[order]
+    edges = np.searchsorted(keys[order], np.arange(len(tables) + 1))
+    present = np.flatnonzero(np.diff(edges))
+    starts = edges[present]
+    low, high = alphabets
+    if ((np.minimum.reduceat(flat, starts) < low[present]) | (np.maximum.reduceat(flat, starts) > high[present])).any():
+        raise CodecError(f"layer {k + 1}: symbols outside the trained alphabet (tokens far outside the "
+                         "training distribution); use the baseline codec for these tokens")
+    return [(flat[edges[key] : edges[key + 1]], tables[key]) for key in present.tolist()]
+
+
+def read_grouped(reader: Any, keys: np.ndarray, tables: Sequence[FrequencyTable]) -> np.ndarray:
+    """Symbols [M] (int64) of one layer from an entropy reader, in the order of keys [M] (grouped_symbols' inverse)."""
+    order = np.argsort(keys, kind="stable")
+    edges = np.searchsorted(keys[order], np.arange(len(tables) + 1)).tolist()
+    flat = np.empty(keys.shape[0], dtype=np.int64)
+    for key in range(len(tables)):
+        if edges[key + 1] > edges[key]:
+            flat[edges[key] : edges[key + 1]] = reader.read(tables[key], edges[key + 1] - edges[key])
+    reader.finish()
+    out = np.empty_like(flat)
+    out[order] = flat
+    return out
+
+
+class LayeredWeightsCodec:
+    """What both per-token codecs share: weights with layer_count and sha256, the layers to write, the coder."""
 
     codec_id = CODEC_ID
 
-    def __init__(self, weights: TokenWeights, layers: int | None = None, coder_id: str = DEFAULT_CODER_ID) -> None:
+    def __init__(self, weights: Any, layers: int | None = None, coder_id: str = DEFAULT_CODER_ID) -> None:
         self.weights = weights
         count = weights.layer_count
         if layers is not None and not 1 <= int(layers) <= count:
@@ -253,6 +262,32 @@ class TokenMetaAECodec:
     def describe(self) -> dict[str, Any]:
         return {"codec": {"id": self.codec_id, "model_sha256": self.weights.sha256},
                 "entropy": {"id": self.coder.coder_id}}
+
+    def state(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> Any:
+        """The decoder's state after the first len(layers) >= 1 layers (tokens(), quality()); CodecError on bad input."""
+        raise NotImplementedError
+
+    def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
+        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
+        return self.state(params, layers, shape).tokens()
+
+    def quality_estimate(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> float:
+        """Predicted mean per-token cosine between the tokens decoded from these layers and the full,
+        uncompressed tokens, in [0, 1]."""
+        return float(self.state(params, layers, shape).quality().mean())
+
+
+def check_layer_room(k: int, payload: bytes, symbols: int) -> None:
+    """CodecError unless layer k's payload can hold its symbols (each costs >= MIN_SYMBOL_BITS): bounded decoding."""
+    if symbols * MIN_SYMBOL_BITS > 8 * len(payload) + ANS_SLACK_BITS:
+        raise CodecError(f"layer {k + 1}: {len(payload)} bytes cannot hold its {symbols} symbols; the layer "
+                         "is truncated or the header's token shape is wrong")
+
+
+class TokenMetaAECodec(LayeredWeightsCodec):
+    """metaae/1 over per-token token/1 weights: progressive codec of tokens [N, D] for any model (numpy)."""
+
+    weights: TokenWeights
 
     def latent(self, tokens: np.ndarray) -> np.ndarray:
         """Latent z [N, L] float64 of tokens [N, D] (clipped to the trained range)."""
@@ -283,25 +318,13 @@ class TokenMetaAECodec:
         state = LatentState(w, rows)
         for k, payload in enumerate(layers):
             a, b = w.ranges[k]
-            symbols = rows * (b - a)
-            if symbols * MIN_SYMBOL_BITS > 8 * len(payload) + ANS_SLACK_BITS:
-                raise CodecError(f"layer {k + 1}: {len(payload)} bytes cannot hold its {symbols} symbols; the layer "
-                                 "is truncated or the header's token shape is wrong")
+            check_layer_room(k, payload, rows * (b - a))
             try:
                 q = state.read(self.coder.reader(bytes(payload)), k)
             except CodecError as error:
                 raise CodecError(f"layer {k + 1}: {error}") from error
             state.apply(q, k)
         return state
-
-    def decode(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> np.ndarray:
-        """Reconstruct tokens [N, D] float32 from the first len(layers) >= 1 layers."""
-        return self.state(params, layers, shape).tokens()
-
-    def quality_estimate(self, params: dict[str, Any], layers: Sequence[bytes], shape: tuple[int, int]) -> float:
-        """Predicted mean per-token cosine between the tokens decoded from these layers and the full,
-        uncompressed tokens, in [0, 1]."""
-        return float(self.state(params, layers, shape).quality().mean())
 
 
 def check_sha256(expected: Any, weights: Any) -> None:
@@ -362,5 +385,5 @@ def check_shape(shape: Sequence[int], dim: int) -> int:
     return rows
 
 
-__all__ = ["TokenMetaAECodec", "TokenWeights", "LatentState", "check_sha256", "check_stream", "check_tokens",
-           "check_shape"]
+__all__ = ["LayeredWeightsCodec", "TokenMetaAECodec", "check_layer_room", "TokenWeights", "LatentState", "check_sha256", "check_stream", "check_tokens",
+           "check_shape", "grouped_symbols", "read_grouped"]

@@ -3,18 +3,23 @@ reader and its byte-stable writer, shared by the codec (numpy inference), traini
 bundle export.
 
 A weights file is a safetensors file (no pickle) named everywhere by the sha256 of its bytes; `.psem` headers
-carry that hash as `codec.model_sha256`. Two layouts exist, told apart by the `format` metadata key:
+carry that hash as `codec.model_sha256`. Three layouts exist, told apart by the `format` metadata key:
 
     prosemc-metaae/1        pooled codec of `lite` (prosemc.codec.metaae): tensors enc.k.i.weight|scale,
                             enc.k.i.bias, dec.k.i.*, latent.mean, latent.scale, tables.class|radius|counts and
                             refine.pred.weight|bias, refine.edges|group|counts|offsets|sizes; metadata format, model,
                             variant, levels, token_dim, clip, pooled, refine_steps, refine_deadzone, refine_offset,
                             refine_fill, config (JSON), training (JSON)
-    prosemc-metaae-token/1  per-token codec of any model (prosemc.codec.metaae_token), TOKEN_TENSORS below;
-                            metadata format, model, token_dim, latent_dim, deadzone, offset, config, training
+    prosemc-metaae-token/1  per-token codec of any model, round 1 (prosemc.codec.metaae_token), TOKEN_TENSORS
+                            below; metadata format, model, token_dim, latent_dim, deadzone, offset, config, training.
+                            Still decoded (files encoded with it stay readable); `prosemc fit` writes token/2.
+    prosemc-metaae-token/2  per-token codec of any model (prosemc.codec.metaae_planes): DCT over the model's token
+                            grid + per-band rotations, bit-plane layers per block, PLANE_TENSORS below; metadata
+                            format, model, token_dim, grid_rows, grid_cols, delta, config, training
 
-Context counts: a per-token layer has TOKEN_CONTEXTS tables for coefficients not yet significant
-(CHANNEL_BUCKETS x NEIGHBOUR_STATES x ACTIVITY_STATES) and one for refinement symbols; a pooled refinement level
+Context counts: a token/1 layer has TOKEN_CONTEXTS tables for coefficients not yet significant
+(CHANNEL_BUCKETS x NEIGHBOUR_STATES x ACTIVITY_STATES) and one for refinement symbols; token/2 has PLANE_CONTEXTS
+tables shared by all layers (SIGNIFICANCE_CONTEXTS, then one per refinement depth); a pooled refinement level
 has pooled_refine_contexts(groups, buckets) + 1 (channel peaks, coefficients, then refinement symbols).
 """
 
@@ -33,6 +38,7 @@ from prosemc.errors import CodecError
 
 FORMAT_POOLED = "prosemc-metaae/1"
 FORMAT_TOKEN = "prosemc-metaae-token/1"
+FORMAT_PLANES = "prosemc-metaae-token/2"
 MAX_WEIGHTS_BYTES = 256 << 20
 
 # per-token layout: tensor name -> (dtype kind, what it holds)
@@ -51,6 +57,32 @@ TOKEN_TENSORS = {
     "quality.insignificant": ("f32", "[K, L] mean z_c^2 of coefficients still insignificant after layer k"),
     "quality.calibration": ("f32", "[K, 2] per-token cosine = a_k + b_k * analytic estimate (error head)"),
 }
+# token/2 layout: tensor name -> (dtype kind, what it holds); P rotation groups, F = grid_rows * grid_cols
+# frequencies (1 per token without a grid), NB band and NC channel groups, B = NB * NC blocks, K layers, C contexts
+PLANE_TENSORS = {
+    "transform.mean": ("f32", "[D] token mean"),
+    "transform.rotation": ("f32", "[P, D, D] orthonormal rotation of each band group's frequencies (columns)"),
+    "transform.gain": ("f32", "[D] coefficient scale of each rotated channel"),
+    "transform.group_start": ("i32", "[P] first u + v of each rotation's band group (0 without a grid)"),
+    "coef.log_sigma": ("i32", "[F, D] round(2 log2 sigma) of each coefficient's trained deviation"),
+    "block.band_start": ("i32", "[NB] first u + v of each band group of blocks"),
+    "block.channel_start": ("i32", "[NC] first channel of each channel group of blocks"),
+    "block.limit": ("f32", "[B] the encoder clips a block's coefficients to +-limit"),
+    "schedule.level": ("i32", "[K, B] step level of each block after layer k (-1: not coded yet)"),
+    "schedule.step0": ("f32", "[1] step of level 0, a power of two; level j has step0 / 2**j"),
+    "tables.counts": ("i32", "[C, A] integer frequencies of each context's table"),
+    "tables.offset": ("i32", "[C] lowest symbol of each table"),
+    "tables.size": ("i32", "[C] alphabet size of each table"),
+    "quality.insignificant": ("f32", "[K, B] mean c^2 of a block's coefficients still insignificant after layer k"),
+    "quality.calibration": ("f32", "[K, 2] per-token cosine = a_k + b_k * analytic estimate (error head)"),
+}
+RATIO_BUCKETS = 10  # round(2 log2(sigma / step)) + RATIO_OFFSET, clipped to 0..9: how big a coefficient is for its step
+RATIO_OFFSET = 7
+FIRST_STATES = 2  # the block is coded for the first time (symbols up to its limit) or was coded before
+SIGNIFICANCE_CONTEXTS = FIRST_STATES * RATIO_BUCKETS  # context of a coefficient not yet significant
+MAX_HALVINGS = 12  # a layer refines a block by at most this many halvings of its step (one refinement table each)
+PLANE_CONTEXTS = SIGNIFICANCE_CONTEXTS + MAX_HALVINGS
+MAX_LEVEL = 24  # step levels 0..24: magnitudes stay far inside int64
 CHANNEL_BUCKETS = 4  # position of the channel inside the layer's range, in quarters
 NEIGHBOUR_STATES = 3  # significant 4-neighbours (token grid, same channel) before the layer: 0, 1, 2+
 ACTIVITY_STATES = 4  # significant coefficients already in the token (per-token: 0, <= L/8, <= L/2, more)
@@ -107,9 +139,9 @@ def parse(data: bytes, name: str = "<bytes>") -> tuple[dict[str, np.ndarray], di
             raise ValueError("__metadata__ is not an object")
     except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as error:
         raise CodecError(f"{name} is not a metaae safetensors weights file ({error}); re-run `prosemc fit`") from None
-    if metadata.get("format") not in (FORMAT_POOLED, FORMAT_TOKEN):
+    if metadata.get("format") not in (FORMAT_POOLED, FORMAT_TOKEN, FORMAT_PLANES):
         raise CodecError(f"{name} is not a metaae weights file (format {metadata.get('format')!r}, expected "
-                         f"{FORMAT_POOLED} or {FORMAT_TOKEN}); re-run `prosemc fit`")
+                         f"{FORMAT_POOLED}, {FORMAT_TOKEN} or {FORMAT_PLANES}); re-run `prosemc fit`")
     return tensors, metadata, hashlib.sha256(data).hexdigest()
 
 
@@ -146,13 +178,7 @@ def write(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], metadata
 
 def token_tensors_valid(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
     """ValueError naming the first tensor of a per-token weights file with a wrong dtype, shape or value range."""
-    for name, (kind, _) in TOKEN_TENSORS.items():
-        if name not in tensors:
-            raise ValueError(f"missing tensor {name}")
-        array = tensors[name]
-        integer = np.issubdtype(array.dtype, np.integer)
-        if integer != (kind == "i32") or (not integer and not np.isfinite(array).all()):
-            raise ValueError(f"tensor {name} must be {'integers' if kind == 'i32' else 'finite floats'}")
+    _kinds_valid(tensors, TOKEN_TENSORS)
     dim, latent = int(metadata["token_dim"]), int(metadata["latent_dim"])
     layers = tensors["schedule.step"].shape[0]
     expected = {
@@ -167,3 +193,43 @@ def token_tensors_valid(tensors: dict[str, np.ndarray], metadata: dict[str, str]
     counts = tensors["tables.counts"]
     if counts.ndim != 3 or counts.shape[:2] != (layers, TOKEN_CONTEXTS + 1):
         raise ValueError(f"tensor tables.counts has shape {counts.shape}")
+
+
+def plane_tensors_valid(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """ValueError naming the first tensor of a token/2 weights file with a wrong dtype, shape or value range."""
+    _kinds_valid(tensors, PLANE_TENSORS)
+    dim, rows, cols = (int(metadata[key]) for key in ("token_dim", "grid_rows", "grid_cols"))
+    if not 1 <= dim <= 65536 or not 0 <= rows <= 256 or not 0 <= cols <= 256 or (rows == 0) != (cols == 0):
+        raise ValueError(f"token_dim {dim} or grid {rows} x {cols} out of range")
+    groups, bands, channels = (tensors[n].shape[0] for n in ("transform.group_start", "block.band_start",
+                                                            "block.channel_start"))
+    layers = tensors["schedule.level"].shape[0]
+    blocks = bands * channels
+    expected = {
+        "transform.mean": (dim,), "transform.rotation": (groups, dim, dim), "transform.gain": (dim,),
+        "coef.log_sigma": (max(rows * cols, 1), dim), "block.limit": (blocks,), "schedule.level": (layers, blocks),
+        "schedule.step0": (1,), "tables.offset": (PLANE_CONTEXTS,), "tables.size": (PLANE_CONTEXTS,),
+        "quality.insignificant": (layers, blocks), "quality.calibration": (layers, 2),
+    }
+    for name, shape in expected.items():
+        if tensors[name].shape != shape:
+            raise ValueError(f"tensor {name} has shape {tensors[name].shape}, expected {shape}")
+    counts = tensors["tables.counts"]
+    if counts.ndim != 2 or counts.shape[0] != PLANE_CONTEXTS:
+        raise ValueError(f"tensor tables.counts has shape {counts.shape}")
+    for name in ("transform.group_start", "block.band_start", "block.channel_start"):
+        starts = tensors[name].astype(np.int64)
+        if starts[0] != 0 or (np.diff(starts) <= 0).any():
+            raise ValueError(f"tensor {name} must start at 0 and increase")
+    if int(tensors["block.channel_start"][-1]) >= dim:
+        raise ValueError("block.channel_start goes past token_dim")
+
+
+def _kinds_valid(tensors: dict[str, np.ndarray], schema: dict[str, tuple[str, str]]) -> None:
+    for name, (kind, _) in schema.items():
+        if name not in tensors:
+            raise ValueError(f"missing tensor {name}")
+        array = tensors[name]
+        integer = np.issubdtype(array.dtype, np.integer)
+        if integer != (kind == "i32") or (not integer and not np.isfinite(array).all()):
+            raise ValueError(f"tensor {name} must be {'integers' if kind == 'i32' else 'finite floats'}")

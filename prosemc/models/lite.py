@@ -197,6 +197,7 @@ class LiteModel:
 
     model_id = "lite"
     token_shape = (GRID * GRID, TOKEN_DIM)
+    token_grid = (GRID, GRID)  # tokens row-major over one 7 x 7 tile
 
     def __init__(self, cache_dir: Path | None = None, top_k: int = 5, max_new_tokens: int = 40) -> None:
         self.cache_dir = cache_dir  # None: the default prosemc cache (see prosemc.models.llm.cache_root)

@@ -33,6 +33,7 @@ class LiteDenseModel(LiteModel):
 
     model_id = "lite-dense"
     token_shape = (GRID * GRID, TOKEN_DIM)
+    token_grid = (GRID, GRID)  # tokens row-major over one 14 x 14 tile (the per-token codec's DCT grid)
 
     def edge_batch(self, pixels: Any) -> np.ndarray:
         """Preprocessed pixels [B, 3, 224, 224] (torch) -> tokens [B, 196, 112] float32 (numpy)."""

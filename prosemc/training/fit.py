@@ -389,37 +389,39 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
                   config_overrides: dict[str, Any] | None = None) -> FitReport:
     """Train the per-token Meta AutoEncoder for any model's tokens (prosemc.training.token_fit); write out_path.
 
-    The loss adds the cloud layers' label logits (KL) where the model has them (`cloud_logits`: the built-ins).
+    The model's token grid (`token_grid`) gives the DCT's tiles (none: every token coded on its own). With steps > 0,
+    per-channel gains are trained with a loss that adds the cloud layers' label logits (KL) where the model has them
+    (`cloud_logits`: the built-ins).
     """
     from prosemc.codec import metaae_weights
     from prosemc.models import BUILTIN_MODELS, load_model as load_split_model
-    from prosemc.training.token_fit import TokenConfig, export_tensors, train_transform
+    from prosemc.training.token_fit import TokenConfig, check_config, export_tensors, fit_transform, train_gains
 
-    load_split_model(model_name)  # ModelError for an unknown model or checkpoint, before any work
+    split_model = load_split_model(model_name)  # ModelError for an unknown model or checkpoint, before any work
     config = TokenConfig(seed=int(seed))
     if views is not None:
         config.views = int(views)
     for key, value in (config_overrides or {}).items():
         if not hasattr(config, key):
             raise InputError(f"unknown per-token training setting {key!r}")
-        setattr(config, key, type(getattr(config, key))(value))
-    if config.views < 1 or config.steps < 0 or config.step_levels < 1 or config.channel_groups < 1:
-        raise InputError("views and step levels must be at least 1 and steps at least 0")
-    if config.ordering not in ("bitplane", "nested"):
-        raise InputError(f"ordering must be 'bitplane' or 'nested', got {config.ordering!r}")
+        current = getattr(config, key)
+        setattr(config, key, tuple(value) if isinstance(current, tuple) else type(current)(value))
+    problem = check_config(config)
+    if problem:
+        raise InputError(problem)
     started = time.perf_counter()
     cache = Path(cache_dir) if cache_dir is not None else None
     sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
+    grid = token_grid(split_model, tokens.shape[1])
     cloud = None
-    if model_name in BUILTIN_MODELS and (config.cloud_weight and config.steps or config.fisher_weight):
-        model = load_split_model(model_name)
-        for parameter in model.encoder.parameters():
+    if model_name in BUILTIN_MODELS and config.cloud_weight and config.steps:
+        for parameter in split_model.encoder.parameters():
             parameter.requires_grad_(False)
-        cloud = model.cloud_logits
+        cloud = split_model.cloud_logits
     losses: list[float] = []
     with Progress("prosemc: fit", total=config.steps or None, quiet=quiet) as progress:
-        transform = train_transform(tokens, config, cloud, progress.update, losses)
-        progress.update(config.steps, "integer tables and error head")
+        transform = train_gains(tokens, fit_transform(tokens, grid, config), config, cloud, progress.update, losses)
+        progress.update(config.steps, "layer schedule, integer tables and error head")
         tensors, metadata = export_tensors(tokens, transform, config, model_name, extra_info(images, sources, tokens,
                                                                                               config.steps))
     sha = metaae_weights.write(out_path, tensors, metadata)
@@ -432,6 +434,15 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
             f"L{k + 1} {b:.0f}B cos {c:.3f} top1 {t:.2f}" for k, (b, c, t) in enumerate(levels)))
     return FitReport(str(out_path), sha, config.steps, time.perf_counter() - started, 0, int(tokens.shape[0]),
                      asdict(config), heldout, losses)
+
+
+def token_grid(model: Any, rows: int) -> tuple[int, int] | None:
+    """The model's token grid (rows, cols) of one tile if `rows` training tokens fill whole tiles of it, else None
+    (then the per-token codec codes every token on its own)."""
+    grid = getattr(model, "token_grid", None)
+    if not grid or rows % (grid[0] * grid[1]):
+        return None
+    return int(grid[0]), int(grid[1])
 
 
 def heldout_metrics(weights: str | os.PathLike[str], tokens: np.ndarray, model: Any) -> dict[str, list[float]]:

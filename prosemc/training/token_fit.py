@@ -1,15 +1,16 @@
-"""Training the per-token Meta AutoEncoder (torch) and exporting its integer tables and error head (numpy).
+"""Training the per-token Meta AutoEncoder (token/2 weights): transform, layer schedule, integer tables, error head.
 
-    tokens x [S, N, D] (cached views of unlabeled photos) --PCA (optionally in the cloud's Fisher metric)-->
-        E = B * g, P = B^-1 / g: channels by variance, one step scale g (the first step = 4 x the largest deviation)
-    optional training of per-channel gains g_c (--steps; Adam, straight-through rounding):
-        z = x @ E + e;  z'_j = deadzone_quantise(z, s_j) for step levels j
-        loss = sum_j [ relMSE(x, x'_j) + (1 - mean per-token cosine) + w * KL(cloud(x) || cloud(x'_j)) ] + lambda * R
-        x'_j = z'_j @ P + p;  cloud = the model's own layers after the split (label logits), where it has one;
-        R = Laplace rate of the latents at every step, lambda (a dual variable) keeps R at its PCA value
-    export (numpy, through prosemc.codec.metaae_token itself): the schedule of layers (each step level split into
-        channel ranges), integer context tables counted on the training tokens, the error head's statistics
-        (mean z^2 of still-insignificant coefficients per layer) and per-layer calibration by least squares.
+    tokens x [S, N, D] (cached views of unlabeled photos), the model's token grid R x C (or none)
+      --mean, 2-D DCT of each grid tile, PCA of each band group's frequencies (float64)--> GridTransform
+      optional (--steps): per-channel gains g trained by gradient (Adam, straight-through rounding) on
+          relMSE(x, x'_j) + (1 - per-token cosine) + w * KL(cloud(x) || cloud(x'_j)) at random step levels j,
+          + lambda * R (a Laplace rate, held at its start by a dual variable); cloud = the layers after the split
+      --coefficients c [S, N, D]--> blocks (band group x channel group): for each block and step level, the
+          zero-order entropy and squared error of its dead-zone quantisation; the lower convex hull of each block's
+          (rate, distortion) points gives its level increments, all blocks' increments sorted by slope (distortion
+          saved per bit) and cut into layers at geometrically growing sizes --> schedule [K, B]
+      export (numpy, through prosemc.codec.metaae_planes itself): alphabets from the clip limits, integer context
+          tables counted on the training views, the error head's statistics and per-layer calibration.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from prosemc.codec import metaae_weights
-from prosemc.codec.metaae_token import LatentState, TokenMetaAECodec, TokenWeights
+from prosemc.codec.metaae_planes import PlaneState, PlaneWeights, block_map, finest_magnitudes, layer_symbols
+from prosemc.codec.metaae_transform import GridTransform, dct_basis, zigzag_index
+from prosemc.codec.metaae_weights import MAX_HALVINGS, PLANE_CONTEXTS, SIGNIFICANCE_CONTEXTS
 from prosemc.evaluate import token_cosines
 
 
@@ -31,98 +34,164 @@ from prosemc.evaluate import token_cosines
 class TokenConfig:
     """Per-token model and training settings; stored in the weights file's metadata."""
 
-    ordering: str = "bitplane"  # "bitplane": every layer halves a channel range's step; "nested": channel chunks
-    step_levels: int = 7  # step halvings; the first step is first_step_sigmas x the largest latent deviation
-    channel_groups: int = 3  # each step level after the first is sent as this many channel ranges
-    first_step_sigmas: float = 4.0
-    deadzone: float = 0.4  # not yet significant: q = floor(|r| / step + deadzone)
-    offset: float = 0.5  # newly significant value = sign(q) * (|q| - deadzone + offset) * step
-    steps: int = 0  # training steps of the quantiser gains (0: the PCA transform; see docs/metaae-token.md)
+    layers: int = 11  # layers of the schedule (fewer if the blocks run out of increments)
+    first_layer_share: float = 0.011  # the first layer's size as a share of all layers' (estimated rate)
+    levels: int = 10  # step levels: step0 = 2 ** ceil(log2(first_step_sigmas x the largest deviation)), halving
+    first_step_sigmas: float = 2.0
+    delta: float = 0.5  # a significant coefficient decodes to (m + delta) x step
+    pca_bands: tuple[int, ...] = (0, 1, 3, 7)  # grid models: first u + v of each rotation's band group
+    block_bands: tuple[int, ...] = (0, 1, 2, 3, 4, 6, 8, 11, 15, 20)  # first u + v of each block band group
+    block_channels: tuple[float, ...] = (0.0, 1 / 28, 3 / 28, 1 / 4, 1 / 2)  # block channel groups, share of D
+    steps: int = 0  # training steps of per-channel gains (0: the transform as fitted; see docs/metaae-token.md)
     batch: int = 16  # views per step
     levels_per_step: int = 2  # step levels whose distortion each training step measures (chosen at random)
     cloud_batch: int = 4  # views per step that also go through the cloud layers
     cloud_weight: float = 1.0  # weight of the cloud layers' label KL in the training loss (steps > 0)
-    fisher_weight: float = 0.0  # share of the cloud's Fisher metric in the transform (0: plain PCA; measured best)
-    fisher_views: int = 64
-    fisher_labels: int = 4
     lr: float = 1e-2
     views: int = 24
     seed: int = 0
+    rd_views: int = 128  # views the schedule's rates and distortions are measured on
     table_views: int = 256  # views the tables and the error head are fitted on
 
 
-def cloud_fisher(tokens: np.ndarray, cloud: Callable[[torch.Tensor], torch.Tensor], config: TokenConfig) -> np.ndarray:
-    """Per-token Fisher information [D, D] of the cloud's label distribution: E[g g^T] over views, tokens and labels
-    y drawn from the cloud's own softmax, g = d log p(y | x) / d x_n -- the Hessian of KL(cloud(x) || cloud(x')) at
-    x' = x, i.e. the cloud-output loss to second order, per token."""
-    generator = torch.Generator().manual_seed(config.seed)
-    sample = tokens[:: max(1, len(tokens) // config.fisher_views)][: config.fisher_views]
+def check_config(config: TokenConfig) -> str | None:
+    """What is wrong with a config (one line), or None."""
+    if config.views < 1 or config.steps < 0 or config.layers < 1:
+        return "views and layers must be at least 1 and steps at least 0"
+    if not 2 <= config.levels <= MAX_HALVINGS + 1:
+        return f"levels must be in 2..{MAX_HALVINGS + 1}"
+    if not 0 < config.first_layer_share <= 1 or config.first_step_sigmas <= 0 or not 0 <= config.delta <= 1:
+        return "first_layer_share must be in (0, 1], first_step_sigmas positive and delta in [0, 1]"
+    return None
+
+
+def fit_transform(tokens: np.ndarray, grid: tuple[int, int] | None, config: TokenConfig) -> GridTransform:
+    """Mean, DCT of each tile of the grid (none without a grid) and the PCA rotation of each band group, gains 1."""
     dim = tokens.shape[-1]
-    fisher = np.zeros((dim, dim))
-    for start in range(0, len(sample), 4):
-        x = torch.from_numpy(sample[start : start + 4].astype(np.float32)).requires_grad_(True)
-        log_p = torch.log_softmax(cloud(x), dim=-1)
-        for _ in range(config.fisher_labels):
-            label = torch.multinomial(log_p.detach().exp(), 1, generator=generator)
-            (grad,) = torch.autograd.grad(log_p.gather(1, label).sum(), x, retain_graph=True)
-            flat = grad.double().reshape(-1, dim).numpy()
-            fisher += flat.T @ flat
-    return fisher / (len(sample) * tokens.shape[1] * config.fisher_labels)
-
-
-def metric_init(tokens: np.ndarray, config: TokenConfig, fisher: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(mean [D], encoder basis [D, D], decoder basis [D, D] = its inverse, latent gain g) of tokens [S, N, D].
-
-    The basis decorrelates the tokens in the metric M = (1 - w) I / (tr S / D) + w F / (tr F S / D) (S the token
-    covariance, F the cloud's Fisher information, w = config.fisher_weight): z = (x - mean) @ M^1/2 R with R the
-    eigenvectors of M^1/2 S M^1/2, channels by variance. Equal quantiser steps on z then cost equal M-distortion.
-    w = 0 (or no cloud) is plain PCA.
-    """
-    flat = tokens.reshape(-1, tokens.shape[-1])[:: max(1, tokens.shape[0] * tokens.shape[1] // 40000)]
-    flat = flat.astype(np.float64)
+    flat = tokens.reshape(-1, dim)[:: max(1, tokens.shape[0] * tokens.shape[1] // 40000)].astype(np.float64)
     mean = flat.mean(axis=0)
-    covariance = np.cov(flat - mean, rowvar=False)
-    dim = covariance.shape[0]
-    metric = np.eye(dim) * dim / np.trace(covariance)
-    if fisher is not None and config.fisher_weight:
-        weight = min(max(config.fisher_weight, 0.0), 1.0)
-        metric = (1 - weight) * metric + weight * fisher * dim / np.trace(fisher @ covariance)
-    values, vectors = np.linalg.eigh(metric)
-    root = (vectors * np.sqrt(values)) @ vectors.T
-    inverse_root = (vectors / np.sqrt(values)) @ vectors.T
-    variances, rotation = np.linalg.eigh(root @ covariance @ root)
-    order = np.argsort(variances)[::-1]
-    rotation, variances = rotation[:, order], variances[order]
-    top = float(np.sqrt(max(variances[0], 1e-24)))
-    gain = 2.0 ** (config.step_levels - 1) / (config.first_step_sigmas * top)  # finest step = 1
-    return mean, root @ rotation, rotation.T @ inverse_root, gain
+    rows, cols = grid if grid else (0, 0)
+    starts = (0,)
+    if rows:
+        top = int(zigzag_index(rows, cols).max())
+        starts = tuple(sorted({s for s in config.pca_bands if 0 <= s <= top} | {0}))
+    sample = tokens[:: max(1, tokens.shape[0] // 256)].astype(np.float64) - mean  # [S, N, D]
+    if rows:
+        row_basis, col_basis = dct_basis(rows), dct_basis(cols)
+        tiles = sample.reshape(-1, rows, cols, dim)
+        sample = np.einsum("ui,vj,sijc->suvc", row_basis, col_basis, tiles).reshape(-1, rows * cols, dim)
+        group = np.searchsorted(np.array(starts[1:]), zigzag_index(rows, cols), side="right")
+        starts = merged_band_groups(starts, np.bincount(group, minlength=len(starts)) * sample.shape[0], 2 * dim)
+        group = np.searchsorted(np.array(starts[1:]), zigzag_index(rows, cols), side="right")
+    else:
+        sample, group = sample.reshape(-1, 1, dim), np.zeros(1, dtype=np.int64)
+    rotations = []
+    for g in range(len(starts)):
+        values = sample[:, group == g].reshape(-1, dim)
+        variances, vectors = np.linalg.eigh(values.T @ values / max(1, len(values)))
+        vectors = vectors[:, np.argsort(variances)[::-1]]
+        vectors *= np.where(vectors[np.abs(vectors).argmax(axis=0), np.arange(dim)] < 0, -1.0, 1.0)  # fixed signs
+        rotations.append(vectors)
+    return GridTransform(mean.astype(np.float32), np.array(rotations, dtype=np.float32), np.ones(dim, np.float32),
+                         rows, cols, starts)
 
 
-def schedule(config: TokenConfig, latent: int) -> list[tuple[float, int, int]]:
-    """Layers (step, first channel, stop channel).
-
-    bitplane: step level 0 over every channel, each later (halved) step split into channel ranges;
-    nested (Matryoshka): the finest step at once, on growing chunks of channels (as many layers as bitplane).
-    """
-    if config.ordering == "nested":
-        count = 1 + (config.step_levels - 1) * config.channel_groups
-        edges = sorted(set(round(latent * (g / count) ** 2) for g in range(count + 1)))
-        return [(1.0, a, b) for a, b in zip(edges, edges[1:]) if b > a]
-    out = [(2.0 ** (config.step_levels - 1), 0, latent)]
-    edges = [round(latent * (g / config.channel_groups) ** 2) for g in range(config.channel_groups + 1)]
-    edges = sorted(set(min(max(e, 0), latent) for e in edges))
-    for level in range(1, config.step_levels):
-        step = 2.0 ** (config.step_levels - 1 - level)
-        out += [(step, a, b) for a, b in zip(edges, edges[1:]) if b > a]
-    return out
+def merged_band_groups(starts: tuple[int, ...], samples: np.ndarray, minimum: int) -> tuple[int, ...]:
+    """Band group starts with every group that has fewer than `minimum` training samples [P] merged into the next
+    finer one (the last into the one before): a PCA of fewer samples than channels leaves directions with no
+    training variance, which the schedule would never code, capping the finest layer on new photos."""
+    merged: list[list[int]] = []
+    for start, count in zip(starts, samples.tolist()):
+        if merged and merged[-1][1] < minimum:
+            merged[-1][1] += count
+        else:
+            merged.append([start, count])
+    if len(merged) > 1 and merged[-1][1] < minimum:
+        merged[-2][1] += merged.pop()[1]
+    return tuple(start for start, _ in merged)
 
 
-def deadzone_quantise(z: torch.Tensor, step: float, config: TokenConfig) -> torch.Tensor:
-    """z' of one dead-zone quantiser at `step` (straight-through gradient)."""
-    magnitude = torch.floor(z.abs() / step + config.deadzone)
-    hard = torch.where(magnitude > 0, torch.sign(z) * (magnitude - config.deadzone + config.offset) * step,
-                       torch.zeros_like(z))
+def train_gains(tokens: np.ndarray, transform: GridTransform, config: TokenConfig,
+                cloud: Callable[[torch.Tensor], torch.Tensor] | None, progress: Callable[[int, str], None],
+                losses: list[float] | None = None) -> GridTransform:
+    """Per-channel gains learned by gradient for config.steps steps (the decoder stays the exact inverse)."""
+    if not config.steps:
+        return transform
+    torch.manual_seed(config.seed)
+    dim = tokens.shape[-1]
+    spatial = _torch_spatial(transform)
+    rotation = torch.from_numpy(transform.rotation.astype(np.float32))
+    group = torch.from_numpy(np.tile(transform.position_group, tokens.shape[1] // transform.positions))
+    mean = torch.from_numpy(transform.mean.astype(np.float32))
+    coefs = np.stack([transform.forward(x) for x in tokens[:: max(1, len(tokens) // 64)].astype(np.float32)])
+    deviation = np.sqrt((coefs.reshape(-1, dim) ** 2).mean(axis=0)) + 1e-6
+    step0 = 2.0 ** math.ceil(math.log2(config.first_step_sigmas * float(deviation.max())))
+    steps = [step0 * 2.0 ** -j for j in range(config.levels)]
+    log_gain = torch.nn.Parameter(torch.zeros(dim))
+    log_scale = torch.nn.Parameter(torch.from_numpy(np.log(deviation / math.sqrt(2))).float())
+    optimiser = torch.optim.Adam([log_gain, log_scale], lr=config.lr)
+    multiplier, reference_rate = 0.0, None
+
+    def to_coefficients(x: torch.Tensor) -> torch.Tensor:
+        frequencies = spatial(x - mean, False)  # [B, N, D]
+        return torch.einsum("bnd,nde->bne", frequencies, rotation[group])
+
+    def to_tokens(c: torch.Tensor) -> torch.Tensor:
+        return spatial(torch.einsum("bne,nde->bnd", c, rotation[group]), True) + mean
+
+    for step in range(config.steps):
+        rng = np.random.default_rng([config.seed, step])
+        index = np.sort(rng.choice(tokens.shape[0], size=min(config.batch, tokens.shape[0]), replace=False))
+        x = torch.from_numpy(tokens[index].astype(np.float32)).clone()
+        g = log_gain.exp()
+        z = to_coefficients(x) * g
+        chosen = min(config.levels_per_step, config.levels)
+        levels = sorted(rng.choice(config.levels, size=chosen, replace=False).tolist())
+        loss = torch.zeros(())
+        teacher = None
+        if cloud is not None and config.cloud_weight:
+            with torch.no_grad():
+                teacher = torch.log_softmax(cloud(x[: config.cloud_batch]), dim=-1)
+        for j in levels:
+            rebuilt = to_tokens(deadzone_quantise(z, steps[j], config.delta) / g)
+            error = ((rebuilt - x) ** 2).sum(dim=(1, 2)) / (x ** 2).sum(dim=(1, 2)).clamp(min=1e-9)
+            loss = loss + error.mean() + (1 - per_token_cosine(x, rebuilt))
+            if teacher is not None:  # KL of the cloud's labels (weight cloud_weight)
+                student = torch.log_softmax(cloud(rebuilt[: config.cloud_batch]), dim=-1)
+                loss = loss + config.cloud_weight * (teacher.exp() * (teacher - student)).sum(-1).mean()
+        rate = sum(laplace_rate_bits(z, s, log_scale) for s in steps) / (8.0 * x.shape[0])
+        reference_rate = reference_rate or float(rate.item())
+        if losses is not None:
+            losses.append(float(loss.item()))
+        optimiser.zero_grad(set_to_none=True)
+        (loss + multiplier * rate / reference_rate).backward()
+        optimiser.step()
+        multiplier = max(0.0, multiplier + 0.5 * (float(rate.item()) / reference_rate - 1.0))  # dual: rate stays put
+        progress(step + 1, f"loss {loss.item():.4f} rate {rate.item():.0f} B (start {reference_rate:.0f} B)")
+    gain = log_gain.detach().double().exp().numpy().astype(np.float32)
+    return GridTransform(transform.mean, transform.rotation, gain, transform.rows, transform.cols,
+                         transform.group_start)
+
+
+def _torch_spatial(transform: GridTransform) -> Callable[[torch.Tensor, bool], torch.Tensor]:
+    """[B, N, D] -> [B, N, D]: the DCT of each tile (or its inverse), identity without a grid."""
+    if not transform.rows:
+        return lambda values, inverse: values
+    rows, cols = transform.rows, transform.cols
+    row_basis, col_basis = (torch.from_numpy(dct_basis(n)).float() for n in (rows, cols))
+
+    def spatial(values: torch.Tensor, inverse: bool) -> torch.Tensor:
+        r, c = (row_basis.T, col_basis.T) if inverse else (row_basis, col_basis)
+        tiles = values.reshape(values.shape[0], -1, rows, cols, values.shape[-1])
+        return torch.einsum("ui,vj,btijd->btuvd", r, c, tiles).reshape(values.shape)
+
+    return spatial
+
+
+def deadzone_quantise(z: torch.Tensor, step: float, delta: float) -> torch.Tensor:
+    """z' of the embedded dead-zone quantiser at `step`: (floor(|z| / step) + delta) * step (straight-through)."""
+    magnitude = torch.floor(z.abs() / step)
+    hard = torch.where(magnitude > 0, torch.sign(z) * (magnitude + delta) * step, torch.zeros_like(z))
     return z + (hard - z).detach()
 
 
@@ -144,149 +213,182 @@ def per_token_cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (dot / (x.norm(dim=-1) * y.norm(dim=-1)).clamp(min=1e-12)).mean()
 
 
-def train_transform(tokens: np.ndarray, config: TokenConfig, cloud: Callable[[torch.Tensor], torch.Tensor] | None,
-                    progress: Callable[[int, str], None], losses: list[float] | None = None) -> tuple[np.ndarray, ...]:
-    """The transform: the metric basis (metric_init: PCA, or PCA in the cloud's Fisher metric), then optionally
-    per-channel quantiser gains learned by gradient (the decoder stays the encoder's exact inverse, so the finest
-    level loses nothing); return (enc_weight [D, L], enc_bias [L], dec_weight [L, D], dec_bias [D]).
-
-    progress(steps done, note) is called after every step; losses, when given, receives each step's distortion loss."""
-    torch.manual_seed(config.seed)
-    fisher = cloud_fisher(tokens, cloud, config) if cloud is not None and config.fisher_weight else None
-    mean, basis, inverse, gain = metric_init(tokens, config, fisher)
-    mean_t, basis_t, inverse_t = (torch.from_numpy(a).float() for a in (mean, basis, inverse))
-    log_gain = torch.nn.Parameter(torch.full((basis.shape[1],), math.log(gain)))
-    sample = tokens[:: max(1, len(tokens) // 64)].astype(np.float64).reshape(-1, len(mean))
-    latent_std = np.sqrt(((sample - mean) @ basis).var(axis=0)) * gain + 1e-3
-    log_scale = torch.nn.Parameter(torch.from_numpy(np.log(latent_std / math.sqrt(2))).float())
-    optimiser = torch.optim.Adam([log_gain, log_scale], lr=config.lr)
-    steps = [2.0 ** (config.step_levels - 1 - j) for j in range(config.step_levels)]
-    multiplier, reference_rate = 0.0, None
-    for step in range(config.steps):
-        rng = np.random.default_rng([config.seed, step])
-        index = np.sort(rng.choice(tokens.shape[0], size=min(config.batch, tokens.shape[0]), replace=False))
-        x = torch.from_numpy(tokens[index].astype(np.float32)).clone()
-        g = log_gain.exp()
-        z = ((x - mean_t) @ basis_t) * g
-        chosen = min(config.levels_per_step, config.step_levels)
-        levels = sorted(rng.choice(config.step_levels, size=chosen, replace=False).tolist())
-        loss = torch.zeros(())
-        teacher = None
-        if cloud is not None and config.cloud_weight:
-            with torch.no_grad():
-                teacher = torch.log_softmax(cloud(x[: config.cloud_batch]), dim=-1)
-        for j in levels:
-            rebuilt = (deadzone_quantise(z, steps[j], config) / g) @ inverse_t + mean_t
-            error = ((rebuilt - x) ** 2).sum(dim=(1, 2)) / (x ** 2).sum(dim=(1, 2)).clamp(min=1e-9)
-            loss = loss + error.mean() + (1 - per_token_cosine(x, rebuilt))
-            if teacher is not None:  # KL of the cloud's labels (weight cloud_weight)
-                student = torch.log_softmax(cloud(rebuilt[: config.cloud_batch]), dim=-1)
-                loss = loss + config.cloud_weight * (teacher.exp() * (teacher - student)).sum(-1).mean()
-        rate = sum(laplace_rate_bits(z, s, log_scale) for s in steps) / (8.0 * x.shape[0])
-        reference_rate = reference_rate or float(rate.item())
-        if losses is not None:
-            losses.append(float(loss.item()))
-        optimiser.zero_grad(set_to_none=True)
-        (loss + multiplier * rate / reference_rate).backward()
-        optimiser.step()
-        multiplier = max(0.0, multiplier + 0.5 * (float(rate.item()) / reference_rate - 1.0))  # dual: rate stays put
-        progress(step + 1, f"loss {loss.item():.4f} rate {rate.item():.0f} B (start {reference_rate:.0f} B)")
-    g = log_gain.detach().double().exp().numpy()
-    return ((basis * g[None, :]).astype(np.float32), (-(mean @ basis) * g).astype(np.float32),
-            (inverse / g[:, None]).astype(np.float32), mean.astype(np.float32))
+def block_map_of(transform: GridTransform, config: TokenConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(band group starts, channel group starts) of the blocks, fitted to the grid and the token width."""
+    dim = transform.mean.shape[0]
+    bands = (0,)
+    if transform.rows:
+        top = int(zigzag_index(transform.rows, transform.cols).max())
+        bands = tuple(sorted({b for b in config.block_bands if 0 <= b <= top} | {0}))
+    channels = tuple(sorted({min(dim - 1, max(0, round(dim * f))) for f in config.block_channels} | {0}))
+    return bands, channels
 
 
-def table_bounds(config: TokenConfig, layers: list[tuple[float, int, int]], limit: np.ndarray) -> list[tuple[int, int]]:
-    """(insignificant radius, refinement radius) per layer: the alphabets that symbols of clipped latents need."""
-    previous = np.zeros(limit.shape[0])
-    out = []
-    for step, a, b in layers:
-        before = previous[a:b]
-        first = limit[a:b][before == 0]
-        reach = max([float(first.max()) if first.size else 0.0, float(((1 - config.deadzone) * before).max())])
-        insignificant = int(math.floor(reach / step + config.deadzone)) + 1
-        refinement = int(math.ceil(float(before.max()) / step)) + 1
-        out.append((insignificant, refinement))
-        previous = previous.copy()
-        previous[a:b] = step
-    return out
+def schedule(coefs: np.ndarray, blocks: np.ndarray, count: int, step0: float, config: TokenConfig) -> np.ndarray:
+    """Level [K, B] of every block after each layer, from coefficients [S, R, D] and their blocks [R, D]."""
+    points = []  # per block: (bits, squared error) when not coded, then at each level
+    for b in range(count):
+        values = coefs[:, blocks == b].ravel()
+        block = [(0.0, float((values ** 2).sum()))]
+        for j in range(config.levels):
+            step = step0 * 2.0 ** -j
+            q = np.floor(np.abs(values) / step)
+            rebuilt = np.where(q > 0, (q + config.delta) * step, 0.0) * np.sign(values)
+            _, counts = np.unique(q * np.sign(values), return_counts=True)
+            bits = float(-(counts * np.log2(counts / counts.sum())).sum())
+            block.append((bits, float(((values - rebuilt) ** 2).sum())))
+        points.append(block)
+    increments = []  # (slope, block, level reached, bits added): the lower convex hull of each block's points
+    for b, block in enumerate(points):
+        here = 0
+        while here < len(block) - 1:
+            slopes = [((block[here][1] - block[n][1]) / (block[n][0] - block[here][0]), n)
+                      for n in range(here + 1, len(block)) if block[n][0] > block[here][0]]
+            if not slopes or max(slopes)[0] <= 0:
+                break
+            slope, reach = max(slopes)
+            increments.append((slope, b, reach - 1, block[reach][0] - block[here][0]))
+            here = reach
+    increments.sort(key=lambda item: (-item[0], item[1], item[2]))
+    total = sum(item[3] for item in increments)
+    ratio = config.first_layer_share ** (1.0 / max(1, config.layers - 1))
+    targets = [total * ratio ** (config.layers - 1 - k) for k in range(config.layers)]
+    level, previous = np.full(count, -1), np.full(count, -1)
+    layers, spent, target = [], 0.0, 0
+    for _, b, reach, bits in increments:
+        if previous[b] >= 0 and reach - previous[b] > MAX_HALVINGS:  # keep each layer's jump codable
+            layers.append(level.copy())
+            previous = level.copy()
+        level[b] = reach
+        spent += bits
+        if target < len(targets) - 1 and spent >= targets[target]:
+            layers.append(level.copy())
+            previous = level.copy()
+            while target < len(targets) - 1 and spent >= targets[target]:
+                target += 1
+    level = np.where(level < 0, config.levels - 1, level)  # the last layer codes every block, even one silent in training
+    if not layers or not np.array_equal(layers[-1], level):
+        layers.append(level.copy())
+    return np.array(layers, dtype=np.int32)
 
 
-def export_tensors(tokens: np.ndarray, transform: tuple[np.ndarray, ...], config: TokenConfig, model_name: str,
+def export_tensors(tokens: np.ndarray, transform: GridTransform, config: TokenConfig, model_name: str,
                    extra: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The per-token weights file's tensors and metadata: transform, schedule, counted tables, error head."""
-    enc, enc_bias, dec, dec_bias = transform
-    dim, latent = enc.shape
-    sample = tokens[:: max(1, tokens.shape[0] // config.table_views)].astype(np.float32)
-    z = sample.reshape(-1, dim) @ enc + enc_bias
-    limit = (2.0 * np.abs(z).max(axis=0) + 2.0 ** (config.step_levels - 1)).astype(np.float32)  # room for new photos
-    layers = schedule(config, latent)
-    bounds = table_bounds(config, layers, limit.astype(np.float64))
-    contexts = metaae_weights.TOKEN_CONTEXTS
-    width = max(2 * max(r) + 1 for r in bounds)
-    offsets = np.array([[-r_ins] * contexts + [-r_ref] for r_ins, r_ref in bounds], dtype=np.int32)
-    sizes = np.array([[2 * r_ins + 1] * contexts + [2 * r_ref + 1] for r_ins, r_ref in bounds], dtype=np.int32)
-    tensors = {
-        "enc.weight": enc, "enc.bias": enc_bias, "enc.limit": limit, "dec.weight": dec, "dec.bias": dec_bias,
-        "schedule.step": np.array([s for s, _, _ in layers], dtype=np.float32),
-        "schedule.start": np.array([a for _, a, _ in layers], dtype=np.int32),
-        "schedule.stop": np.array([b for _, _, b in layers], dtype=np.int32),
-        "tables.counts": np.ones((len(layers), contexts + 1, width), dtype=np.int32),
-        "tables.offset": offsets, "tables.size": sizes,
-        "quality.insignificant": np.ones((len(layers), latent), dtype=np.float32),
-        "quality.calibration": np.tile(np.array([0.0, 1.0], dtype=np.float32), (len(layers), 1)),
-    }
-    metadata = {"format": metaae_weights.FORMAT_TOKEN, "model": model_name, "token_dim": str(dim),
-                "latent_dim": str(latent), "deadzone": repr(config.deadzone), "offset": repr(config.offset),
+    """The token/2 weights file's tensors and metadata: transform, schedule, counted tables, error head."""
+    dim = tokens.shape[-1]
+    bands, channels = block_map_of(transform, config)
+    metadata = {"format": metaae_weights.FORMAT_PLANES, "model": model_name, "token_dim": str(dim),
+                "grid_rows": str(transform.rows), "grid_cols": str(transform.cols), "delta": repr(config.delta),
                 "config": json.dumps(asdict(config), sort_keys=True), "training": json.dumps(extra, sort_keys=True)}
-    weights = TokenWeights.build("<training>", "", tensors, metadata)
-    codec = TokenMetaAECodec(weights)
-    counts = np.zeros((len(layers), contexts + 1, width), dtype=np.int64)
-    insignificant_sum = np.zeros((len(layers), latent))
-    insignificant_count = np.zeros((len(layers), latent))
-    for x in sample:
-        latent_x = codec.latent(x)
-        state = LatentState(weights, x.shape[0])
-        for k in range(len(layers)):
-            q = state.quantise(latent_x, k)
-            keys = state.keys(k)
-            np.add.at(counts[k], (keys.ravel(), (q.ravel() - offsets[k][keys.ravel()])), 1)
-            state.apply(q, k)
-            still = ~state.significant
-            insignificant_sum[k] += (latent_x ** 2 * still).sum(axis=0)
-            insignificant_count[k] += still.sum(axis=0)
-    tables = np.zeros_like(counts)
-    for k in range(len(layers)):
-        for c in range(contexts + 1):
-            row = counts[k, c, : sizes[k, c]] * 64 + 1
-            top = int(np.argmax(row))
-            rest = int(row.sum()) - int(row[top])
-            row[top] = min(int(row[top]), rest * 511)  # no symbol above 1 - 2**-9 of the mass (bounded decoding)
-            tables[k, c, : sizes[k, c]] = np.maximum(row * (1 << 22) // int(row.sum()), 1)
-    tensors["tables.counts"] = tables.astype(np.int32)
-    mean_square = (z.astype(np.float64) ** 2).mean(axis=0)
-    tensors["quality.insignificant"] = np.where(insignificant_count > 0, insignificant_sum
-                                                / np.maximum(insignificant_count, 1), mean_square).astype(np.float32)
-    weights = TokenWeights.build("<training>", "", tensors, metadata)
-    calibration = np.zeros((len(layers), 2), dtype=np.float32)
-    for k in range(len(layers)):
-        analytic, truth = [], []
-        for x in sample[:64]:  # the views the calibration is fitted on
-            state = codec_state(weights, x, k + 1)
-            analytic.append(state.quality(calibrated=False))
-            truth.append(token_cosines(x, state.tokens()))
-        a, t = np.concatenate(analytic), np.concatenate(truth)
-        slope, intercept = np.polyfit(a, t, 1) if np.ptp(a) > 1e-9 else (0.0, float(t.mean()))
-        calibration[k] = (intercept, slope)
-    tensors["quality.calibration"] = calibration
+    sample = np.stack([transform.forward(x) for x in tokens[:: max(1, len(tokens) // config.rd_views)]
+                       .astype(np.float32)]).reshape(-1, transform.positions, dim)  # [S * tiles, F, D]
+    deviation = np.sqrt((sample ** 2).mean(axis=0))  # [F, D]
+    blocks = block_map(transform.rows, transform.cols, bands, channels, dim)
+    block_count = len(bands) * len(channels)
+    step0 = 2.0 ** math.ceil(math.log2(config.first_step_sigmas * float(deviation.max()) + 1e-30))
+    peak = np.zeros(block_count)
+    np.maximum.at(peak, blocks.ravel(), np.abs(sample).max(axis=0).ravel())
+    tensors = {
+        "transform.mean": transform.mean, "transform.rotation": transform.rotation, "transform.gain": transform.gain,
+        "transform.group_start": np.array(transform.group_start, dtype=np.int32),
+        "coef.log_sigma": np.round(2 * np.log2(np.maximum(deviation, 1e-30))).astype(np.int32),
+        "block.band_start": np.array(bands, dtype=np.int32), "block.channel_start": np.array(channels, dtype=np.int32),
+        "block.limit": (2.0 * peak + step0 * 2.0 ** -(config.levels - 1)).astype(np.float32),
+        "schedule.level": schedule(sample, blocks, block_count, step0, config),
+        "schedule.step0": np.array([step0], dtype=np.float32),
+    }
+    layers = len(tensors["schedule.level"])
+    tensors.update({"tables.counts": np.ones((PLANE_CONTEXTS, 2), np.int32),  # until counted
+                    "tables.offset": np.zeros(PLANE_CONTEXTS, np.int32),
+                    "tables.size": np.full(PLANE_CONTEXTS, 2, np.int32),
+                    "quality.insignificant": np.ones((layers, block_count), np.float32),
+                    "quality.calibration": np.tile(np.array([0.0, 1.0], np.float32), (layers, 1))})
+    views = tokens[:: max(1, len(tokens) // config.table_views)].astype(np.float32)
+    tensors.update(count_tables(PlaneWeights.build("<training>", "", tensors, metadata), views))
+    tensors["quality.insignificant"] = insignificant_energy(PlaneWeights.build("<training>", "", tensors, metadata),
+                                                            views)
+    tensors["quality.calibration"] = calibrate(PlaneWeights.build("<training>", "", tensors, metadata), views[:64])
     return tensors, metadata
 
 
-def codec_state(weights: TokenWeights, x: np.ndarray, layers: int) -> LatentState:
-    """The decoder's state after `layers` layers of tokens x (without entropy coding: same symbols)."""
-    codec = TokenMetaAECodec(weights)
-    latent_x = codec.latent(x)
-    state = LatentState(weights, x.shape[0])
+def alphabet_bounds(weights: PlaneWeights, rows: int) -> np.ndarray:
+    """Largest symbol magnitude [C] each context can meet (at least 1): a block's first coding up to its limit, a
+    later one 2**h - 1 for h halvings, as significance and as refinement."""
+    bound = np.ones(PLANE_CONTEXTS, dtype=np.int64)
+    blocks = np.tile(weights.block_of_position, (rows // weights.transform.positions, 1)).ravel()
+    for k in range(weights.layer_count):
+        plan = weights.plan(k, rows)
+        chosen = blocks[plan.index]
+        first = np.floor(weights.limit[chosen] / weights.step(weights.levels[k][chosen]))
+        reach = np.where(plan.halvings > 0, 2 ** plan.halvings - 1, first).astype(np.int64)
+        np.maximum.at(bound, plan.static_key, reach)
+        np.maximum.at(bound, plan.refine_key[plan.halvings > 0], reach[plan.halvings > 0])
+    return bound
+
+
+def decoded_states(weights: PlaneWeights, x: np.ndarray) -> Iterator[PlaneState]:
+    """The decoder's state after each layer of tokens x [N, D] (the encoder's symbols, without entropy coding)."""
+    fine, sign = finest_magnitudes(weights, x)
+    state = PlaneState(weights, x.shape[0])
+    for k in range(weights.layer_count):
+        state.apply(layer_symbols(weights.plan(k, x.shape[0]), fine, sign)[1], k)
+        yield state
+
+
+def count_tables(weights: PlaneWeights, views: np.ndarray) -> dict[str, np.ndarray]:
+    """Integer tables [C, A] counted on token views [S, N, D] (the codec's own states), each symbol <= 1 - 2**-9."""
+    bound = alphabet_bounds(weights, views.shape[1])
+    refinement = np.arange(PLANE_CONTEXTS) >= SIGNIFICANCE_CONTEXTS
+    offsets = np.where(refinement, 0, -bound)
+    sizes = np.where(refinement, bound + 1, 2 * bound + 1)
+    counts = np.zeros((PLANE_CONTEXTS, int(sizes.max())), dtype=np.int64)
+    for x in views:
+        fine, sign = finest_magnitudes(weights, x)
+        for k in range(weights.layer_count):
+            keys, q = layer_symbols(weights.plan(k, x.shape[0]), fine, sign)
+            np.add.at(counts, (keys, q - offsets[keys]), 1)
+    tables = np.zeros_like(counts)
+    for c in range(PLANE_CONTEXTS):
+        row = counts[c, : sizes[c]] * 64 + 1
+        top = int(np.argmax(row))
+        rest = int(row.sum()) - int(row[top])
+        row[top] = min(int(row[top]), rest * 511)  # no symbol above 1 - 2**-9 of the mass (bounded decoding)
+        tables[c, : sizes[c]] = np.maximum(row * (1 << 22) // int(row.sum()), 1)
+    return {"tables.counts": tables.astype(np.int32), "tables.offset": offsets.astype(np.int32),
+            "tables.size": sizes.astype(np.int32)}
+
+
+def insignificant_energy(weights: PlaneWeights, views: np.ndarray) -> np.ndarray:
+    """[K, B] mean c^2 of each block's coefficients still insignificant after each layer (the error head's guess for
+    what the decoder does not know yet); a block's mean c^2 where none is left."""
+    layers, block_count = weights.levels.shape
+    total, count = np.zeros((layers, block_count)), np.zeros((layers, block_count))
+    square, size = np.zeros(block_count), np.zeros(block_count)
+    for x in views:
+        blocks = np.tile(weights.block_of_position, (x.shape[0] // weights.transform.positions, 1)).ravel()
+        c2 = np.minimum(weights.transform.forward(x).ravel() ** 2, weights.limit[blocks] ** 2)
+        square += np.bincount(blocks, weights=c2, minlength=block_count)
+        size += np.bincount(blocks, minlength=block_count)
+        for k, state in enumerate(decoded_states(weights, x)):
+            still = state.magnitude == 0
+            total[k] += np.bincount(blocks, weights=c2 * still, minlength=block_count)
+            count[k] += np.bincount(blocks, weights=still, minlength=block_count)
+    mean_square = square / np.maximum(size, 1)
+    return np.where(count > 0, total / np.maximum(count, 1), mean_square[None, :]).astype(np.float32)
+
+
+def calibrate(weights: PlaneWeights, views: np.ndarray) -> np.ndarray:
+    """[K, 2] (a, b): the least-squares line from the analytic estimate to the true per-token cosine, per layer."""
+    layers = weights.layer_count
+    analytic: list[list[np.ndarray]] = [[] for _ in range(layers)]
+    truth: list[list[np.ndarray]] = [[] for _ in range(layers)]
+    for x in views:
+        for k, state in enumerate(decoded_states(weights, x)):
+            analytic[k].append(state.quality(calibrated=False))
+            truth[k].append(token_cosines(x, state.tokens()))
+    calibration = np.zeros((layers, 2), dtype=np.float32)
     for k in range(layers):
-        state.apply(state.quantise(latent_x, k), k)
-    return state
+        a, t = np.concatenate(analytic[k]), np.concatenate(truth[k])
+        slope, intercept = np.polyfit(a, t, 1) if np.ptp(a) > 1e-9 else (0.0, float(t.mean()))
+        calibration[k] = (intercept, slope)
+    return calibration

@@ -38,6 +38,15 @@ def _int_list(info: dict[str, Any], key: str, length: int | None = None) -> list
     return value
 
 
+def _patches_per_side(config: dict[str, Any]) -> int | None:
+    """Patches along one side of the vision tower's square input, from config.json (None if not stated)."""
+    vision = config.get("vision_config") or {}
+    size, patch = vision.get("image_size"), vision.get("patch_size")
+    if not isinstance(size, int) or not isinstance(patch, int) or patch < 1 or size % patch:
+        return None
+    return size // patch
+
+
 class Family:
     """One VLM family's split: what the edge computes, what `info` holds, what the cloud adds back."""
 
@@ -55,6 +64,10 @@ class Family:
     def token_width(self, config: Any) -> int:
         """D, the width of the tokens this family's edge half sends."""
         raise NotImplementedError
+
+    def token_grid(self, config: dict[str, Any]) -> tuple[int, int] | None:
+        """(rows, cols) of the grid one tile's tokens lie on, row-major, from config.json; None if it varies."""
+        return None
 
     def placeholder_inputs(self, info: dict[str, Any]) -> dict[str, Any]:
         """A stand-in for the processed image that `processor.replace_image_token` reads to expand the prompt."""
@@ -85,6 +98,10 @@ class LlavaFamily(Family):
         tokens = torch.cat(selected, dim=-1)[0]  # [N, D]
         height, width = (int(s) for s in pixel_values.shape[-2:])
         return tokens, {"pixel_hw": [height, width]}
+
+    def token_grid(self, config: dict[str, Any]) -> tuple[int, int] | None:
+        side = _patches_per_side(config)
+        return (side, side) if side else None
 
     def token_width(self, config: Any) -> int:
         layers = config.vision_feature_layer
@@ -122,6 +139,12 @@ class Idefics3Family(Family):
 
     def token_width(self, config: Any) -> int:
         return config.text_config.hidden_size
+
+    def token_grid(self, config: dict[str, Any]) -> tuple[int, int] | None:
+        side, scale = _patches_per_side(config), config.get("scale_factor")
+        if not side or not isinstance(scale, int) or scale < 1 or side % scale:
+            return None
+        return side // scale, side // scale  # each tile's pixel shuffle keeps the grid, row-major
 
     def placeholder_inputs(self, info: dict[str, Any]) -> dict[str, Any]:
         for key in ("rows", "cols"):

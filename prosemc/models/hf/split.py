@@ -42,6 +42,11 @@ class HFSplitModel:
         self.device = device
         self.max_new_tokens = max_new_tokens
 
+    @property
+    def token_grid(self) -> tuple[int, int] | None:
+        """(rows, cols) of the grid each tile's tokens lie on (row-major), or None where it varies (Qwen2-VL)."""
+        return self.family.token_grid(self.checkpoint.config)
+
     def __repr__(self) -> str:
         return f"HFSplitModel({self.model_id!r}, family={self.family.name!r}, folder={str(self.checkpoint.folder)!r})"
 
