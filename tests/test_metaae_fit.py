@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -82,7 +81,6 @@ def test_user_errors(tmp_path) -> None:
 
 
 def test_cli_exit_codes(tmp_path, photos, cache, valid_report) -> None:
-    import prosemc.cli.fit  # noqa: F401  (registers the command even before the lead's import lands)
     from prosemc.cli import cli
 
     runner = CliRunner()
