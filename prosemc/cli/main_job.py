@@ -14,7 +14,7 @@ from prosemc.cli import cli
 from prosemc.cli.batch import BatchRun, planned_outputs, read_list
 from prosemc.cli.console import detail, emit, naming, plural, printable, say
 from prosemc.cli.io import atomic_output, display_name, open_input, writable_folder
-from prosemc.cli.options import threads_option
+from prosemc.cli.options import refuse_beside_bundle, threads_option
 from prosemc.codec import codec_names
 from prosemc.format.idle import DEFAULT_IDLE_TIMEOUT, can_stall
 from prosemc.report import answer_report, decoded_fields, document, milliseconds, psem_fields
@@ -93,11 +93,7 @@ def encode(ctx: click.Context, images: tuple[str, ...], output: str | None, out_
     from prosemc.errors import InputError
 
     if bundle is not None:
-        fixed = [f"--{name.replace('_name', '').replace('_', '-')}" for name in ("model", "codec_name", "codec_weights")
-                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-        if fixed:
-            raise InputError(f"{' and '.join(fixed)} cannot be combined with --bundle, which fixes model and codec; "
-                             "export another bundle instead")
+        refuse_beside_bundle(ctx, "model", "codec_name", "codec_weights")
 
     names = list(images) + (read_list(list_file) if list_file is not None else [])
     if not names:

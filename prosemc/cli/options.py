@@ -37,3 +37,15 @@ def verbosity_options() -> list[click.Option]:
         click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_apply_verbosity,
                      help="Also print details: timings, models loaded, every item of a batch."),
     ]
+
+
+def refuse_beside_bundle(ctx: click.Context, *names: str) -> None:
+    """Refuse the options `names` (parameter names) when given on the command line beside --bundle, which fixes
+    model and codec."""
+    from prosemc.errors import InputError
+
+    given = [max(param.opts, key=len) for param in ctx.command.params
+             if param.name in names and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise InputError(f"{' and '.join(given)} cannot be combined with --bundle, which fixes model and codec; "
+                         "export another bundle instead")

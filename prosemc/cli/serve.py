@@ -9,7 +9,7 @@ import click
 from prosemc.cli import cli
 from prosemc.cli.console import naming, plural, say
 from prosemc.cli.io import display_name
-from prosemc.cli.options import threads_option
+from prosemc.cli.options import refuse_beside_bundle, threads_option
 from prosemc.report import document
 
 
@@ -112,17 +112,12 @@ def send(ctx: click.Context, image: str, url: str, question: str, model: str, bu
       prosemc send --bundle edge/ cam.jpg http://cloud:8000 "what is shown?"   # torch-free edge
     """
     from prosemc.cli.io import open_input
-    from prosemc.errors import InputError
     from prosemc.serve.send import SendOptions, send as send_image
 
     if not question.strip():
         raise click.UsageError("the question is empty; ask something, e.g. \"what is shown?\"")
     if bundle is not None:
-        fixed = [f"--{name.replace('_name', '')}" for name in ("model", "codec_name")
-                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-        if fixed:
-            raise InputError(f"{' and '.join(fixed)} cannot be combined with --bundle, which fixes model and codec; "
-                             "export another bundle instead")
+        refuse_beside_bundle(ctx, "model", "codec_name")
 
     def read_image() -> object:  # called by send once the connection to the server is being opened
         from prosemc.models.images import load_image
