@@ -7,9 +7,9 @@ the two sets' difficulty as much as overfitting; here the photos are the same an
     a seeded split of P into F folds
     codec "all":  fitted on every photo with the shipped weights' config (its sha256 checked against the shipped file)
     codec f:      fitted the same way on the photos outside fold f (the photo hashes it trained on are recorded)
-    every photo p of fold f, its first E training views x [N, D]: per layer k the payload bytes, per-token cosine and
-        top-1 agreement (the cloud's label of the decoded tokens against that of x), decoded by codec f (unseen: never
-        trained on p) and by codec "all" (seen: trained on these very views)
+    every photo p of fold f, its first E training views x [N, D] (or E new views: fresh_seed): per layer k the payload
+        bytes, per-token cosine and top-1 agreement (the cloud's label of the decoded tokens against that of x),
+        decoded by codec f (unseen: never trained on p) and by codec "all" (seen: trained on p, on these very views)
     per layer: means over photos, gap = seen - unseen, and a 95 % interval by bootstrap over photos (views of one
         photo are correlated, so photos are resampled, not views)
 """
