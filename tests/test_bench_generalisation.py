@@ -1,6 +1,7 @@
 """`prosemc bench generalisation` at a small scale: lite-dense, 4 photos x 3 views, 2 folds. Each fold's codec never
 trained on the photos it is measured on (photo hashes recorded in the fit), the report's numbers hang together and
-validate against the JSON schema; bad options are refused before any work."""
+validate against the JSON schema; new views and extra training photos do what they say; bad options are refused
+before any work."""
 
 from __future__ import annotations
 
@@ -59,6 +60,24 @@ def test_fresh_views_change_what_is_measured_not_what_is_fitted(report, photos, 
     assert "new augmented views (seed 7" in generalisation.markdown(fresh, "test")
 
 
+def test_extra_photos_train_every_codec_and_are_never_measured(report, photos, cache, tmp_path) -> None:
+    from PIL import Image
+    import skimage.data
+
+    from prosemc.bench import generalisation
+
+    Image.fromarray(skimage.data.rocket()).save(tmp_path / "rocket.png")
+    extra = generalisation.run("lite-dense", str(photos), folds=2, views=1, seed=3, resamples=200, cache_dir=cache,
+                               threads=1, config_overrides=SMALL, extra_images=str(tmp_path))
+    rocket = pixel_hash(Image.open(tmp_path / "rocket.png").convert("RGB"))
+    assert extra["extra_photos"] == 1 and extra["reproduces_shipped"] is None
+    assert all(rocket in fit["train_photos_sha256"] and rocket not in fit["test_photos_sha256"]
+               for fit in extra["fold_fits"])
+    assert sorted(extra["photos"]) == sorted(report["photos"])  # measured: the cross-fit photos only
+    assert extra["all_photos_weights_sha256"] != report["all_photos_weights_sha256"]
+    assert "every codec also trains on the 1 photos of" in generalisation.markdown(extra, "test")
+
+
 def test_each_fold_codec_never_trained_on_the_photos_it_is_measured_on(report, photos) -> None:
     from PIL import Image
 
@@ -111,8 +130,10 @@ def test_report_is_valid_json_and_markdown(report, valid_report) -> None:
     (["--folds", "5"], "folds must be in 2..4"),
     (["--views", "25"], "views per photo must be in 1..24"),
     (["--fresh-seed", "0"], "seed 0 makes the training views themselves"),
+    (["--folds", "2", "--extra-images", "PHOTOS"], "4 of the extra training photos are also cross-fit photos"),
 ])
 def test_bad_options_are_refused_before_any_work(photos, tmp_path, cli_env, options, message) -> None:
+    options = [str(photos) if option == "PHOTOS" else option for option in options]
     done = subprocess.run([sys.executable, "-m", "prosemc", "bench", "generalisation", "--images", str(photos),
                            "--out", str(tmp_path / "out"), *options], capture_output=True, text=True, env=cli_env,
                           timeout=120)

@@ -12,6 +12,7 @@ the two sets' difficulty as much as overfitting; here the photos are the same an
         decoded by codec f (unseen: never trained on p) and by codec "all" (seen: trained on p, on these very views)
     per layer: means over photos, gap = seen - unseen, and a 95 % interval by bootstrap over photos (views of one
         photo are correlated, so photos are resampled, not views)
+    optionally (extra_images) every codec also trains on other photos, never measured: does more data close the gap?
 """
 
 from __future__ import annotations
@@ -60,11 +61,15 @@ def bootstrap_interval(values: np.ndarray, resamples: int, seed: int) -> np.ndar
 def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8, seed: int = 0,
         resamples: int = 10000, cache_dir: str | os.PathLike[str] | None = None, threads: int | None = None,
         progress: Callable[[int, int, str], None] = lambda done, total, note: None,
-        config_overrides: dict[str, Any] | None = None, fresh_seed: int | None = None) -> dict[str, Any]:
+        config_overrides: dict[str, Any] | None = None, fresh_seed: int | None = None,
+        extra_images: str | None = None) -> dict[str, Any]:
     """The paired cross-fit (module docstring) of the model's per-token codec; the bench report's fields.
 
     With `fresh_seed` each photo is measured on `views` new augmented views of that seed (cached like training views;
     view 0, the photo itself, left out) instead of its training views: "seen" then means "this photo, not these views".
+
+    With `extra_images` (a folder) every codec also trains on those photos' views (never measured; they must differ
+    from the cross-fit photos): does training on more photos close the gap?
 
     The codecs use the shipped weights' config with `config_overrides` (e.g. fewer views, for a quick check; then the
     fit on every photo is not compared with the shipped file). `progress(done, total, note)` counts the fits and the
@@ -85,6 +90,8 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
     config, shipped_sha = shipped_config(model_name)
     if config_overrides:
         config, shipped_sha = replace(config, **config_overrides), None
+    if extra_images is not None:
+        shipped_sha = None  # the fit on every photo also has the extra photos: not the shipped file
     if fresh_seed is None and not 1 <= views <= config.views:
         raise InputError(f"views per photo must be in 1..{config.views} (the training views cached per photo), "
                          f"got {views}; measure more with new views (a fresh seed)")
@@ -93,6 +100,13 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
     photos = len(sources_from(images))
     if not 2 <= folds <= photos:
         raise InputError(f"folds must be in 2..{photos} (the photos given; at least one per fold), got {folds}")
+    extra_hashes: list[str] = []
+    if extra_images is not None:
+        extra_hashes = [pixel_hash(source.load()) for source in sources_from(extra_images)]
+        shared = set(extra_hashes) & {pixel_hash(source.load()) for source in sources_from(images)}
+        if shared:
+            raise InputError(f"{len(shared)} of the extra training photos are also cross-fit photos, which every fold "
+                             "would then train on; remove them from the extra folder")
     cache = Path(cache_dir) if cache_dir is not None else None
     sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
     per_photo = tokens.reshape(photos, config.views, *tokens.shape[1:])  # [P, V, N, D]
@@ -101,14 +115,18 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
         fresh = training_tokens(model_name, images, views + 1, fresh_seed, cache, threads)[1]
         measured = fresh.reshape(photos, views + 1, *tokens.shape[1:])[:, 1:]
     hashes = [pixel_hash(source.load()) for source in sources]
+    extra_sources, extra_tokens = [], tokens[:0]
+    if extra_images is not None:
+        extra_sources, extra_tokens = training_tokens(model_name, extra_images, config.views, config.seed, cache,
+                                                      threads)
     grid = token_grid(model, tokens.shape[1])
     cloud = training_cloud(model_name, model, config)
 
     def fit(chosen: list[int], extra: dict[str, Any]) -> Any:
-        subset = per_photo[chosen].reshape(-1, *tokens.shape[1:])
+        subset = np.concatenate([per_photo[chosen].reshape(-1, *tokens.shape[1:]), extra_tokens])
+        trained = [sources[p] for p in chosen] + extra_sources
         tensors, metadata = fit_token_weights(subset, grid, config, model_name,
-                                              {**extra_info(images, [sources[p] for p in chosen], subset, config.steps),
-                                               **extra}, cloud)
+                                              {**extra_info(images, trained, subset, config.steps), **extra}, cloud)
         return weights_from_bytes(to_bytes(tensors, metadata), f"<fit on {len(chosen)} photos>"), metadata
 
     total = 1 + folds + photos
@@ -124,7 +142,7 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
         tested = [p for p in range(photos) if fold[p] == f]
         done = 1 + f + sum(fold < f)
         progress(done, total, f"fold {f + 1}/{folds}: fit on {len(trained)} photos")
-        weights, metadata = fit(trained, {"photos_sha256": [hashes[p] for p in trained]})
+        weights, metadata = fit(trained, {"photos_sha256": [hashes[p] for p in trained] + extra_hashes})
         fold_fits.append({"fold": f + 1, "weights_sha256": weights.sha256,
                           "train_photos_sha256": json.loads(metadata["training"])["photos_sha256"],
                           "test_photos": [sources[p].name for p in tested],
@@ -138,7 +156,8 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
                     ladders[side][key][p] = np.array([row[key] for row in rows])
     results = summarise(model_name, images, sources, fold, config, views, seed, resamples, ladders, fold_fits,
                         every.sha256, shipped_sha, time.perf_counter() - started)
-    return {**results, "fresh_views_seed": fresh_seed}
+    return {**results, "fresh_views_seed": fresh_seed, "extra_images": extra_images,
+            "extra_photos": len(extra_sources)}
 
 
 def summarise(model_name: str, images: str, sources: list[Any], fold: np.ndarray, config: Any, views: int, seed: int,
@@ -195,7 +214,8 @@ def markdown(results: dict[str, Any], machine: str) -> str:
         "",
         f"Machine: {machine}. A paired cross-fit on the {len(results['photos'])} training photos "
         f"(`--images {results['images']}`): split into {results['folds']} folds (seed {results['fold_seed']}); for "
-        "each fold a codec is fitted with the shipped config on the photos outside it, and each photo of the fold is "
+        "each fold a codec is fitted with the shipped config on the photos outside it" + also_trained(results) +
+        ", and each photo of the fold is "
         f"measured on {measured_on(results)} decoded by that codec (**unseen**) and by the codec fitted on every photo "
         f"(**seen**: sha256 `{results['all_photos_weights_sha256'][:16]}…`; {reproduced}). Same photos, same views; "
         "only whether the photo was in training differs, so gap = seen − unseen is the generalisation gap. Means are "
@@ -225,6 +245,13 @@ def markdown(results: dict[str, Any], machine: str) -> str:
               for fit in results["fold_fits"]]
     lines += ["", f"Took {results['seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def also_trained(results: dict[str, Any]) -> str:
+    """The extra photos every codec also trained on, in words ("" when none)."""
+    if not results.get("extra_photos"):
+        return ""
+    return f" (every codec also trains on the {results['extra_photos']} photos of `{results['extra_images']}`)"
 
 
 def measured_on(results: dict[str, Any]) -> str:

@@ -156,13 +156,16 @@ def rd(out_dir: Path | None, as_json: bool, model: str, codecs: tuple[str, ...],
 @click.option("--fresh-seed", type=int, default=None, metavar="SEED",
               help="Measure --views new augmented views of this seed per photo (none a training view) instead of its "
                    "training views: 'seen' then means this photo, not these views.")
+@click.option("--extra-images", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Photos every codec also trains on, never measured (e.g. photos/debian from `make photos`): does "
+                   "training on more photos close the gap?")
 @click.option("--resamples", type=click.IntRange(min=100), default=10000, show_default=True,
               help="Bootstrap resamples (of photos) for the 95 % intervals.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Token cache folder (default: prosemc's cache, shared with `prosemc fit`).")
 @threads_option
 def generalisation(out_dir: Path | None, as_json: bool, model: str, images: str, folds: int, views: int, seed: int,
-                   fresh_seed: int | None, resamples: int, cache_dir: str | None) -> None:
+                   fresh_seed: int | None, extra_images: str | None, resamples: int, cache_dir: str | None) -> None:
     """Does the per-token codec generalise? A paired cross-fit on the training photos.
 
     Splits the photos into folds; for each fold fits the codec (the shipped weights' config) on the other photos and
@@ -185,8 +188,10 @@ def generalisation(out_dir: Path | None, as_json: bool, model: str, images: str,
             progress.update(done, note)
 
         results = bench_generalisation.run(model, images, folds=folds, views=views, seed=seed, resamples=resamples,
-                                           cache_dir=cache_dir, progress=show, fresh_seed=fresh_seed)
-    name = f"generalisation-{model.replace('/', '_')}" + ("" if fresh_seed is None else f"-fresh{fresh_seed}")
+                                           cache_dir=cache_dir, progress=show, fresh_seed=fresh_seed,
+                                           extra_images=extra_images)
+    name = (f"generalisation-{model.replace('/', '_')}" + ("" if fresh_seed is None else f"-fresh{fresh_seed}") +
+            ("" if extra_images is None else f"-extra-{Path(extra_images).name}"))
     save(folder, "generalisation", name, results,
          bench_generalisation.markdown(results, machine()), as_json)
 
