@@ -79,7 +79,6 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
     from prosemc.codec.metaae_weights import to_bytes
     from prosemc.models import load_model
     from prosemc.training.fit import extra_info, layer_ladder, token_grid, training_cloud, training_tokens
-    from prosemc.training.photos import pixel_hash, sources_from
     from prosemc.training.token_fit import fit_token_weights
 
     started = time.perf_counter()
@@ -88,25 +87,10 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
         raise InputError(f"model {model_name!r} has no label head, so top-1 agreement cannot be measured; "
                          "use a built-in model (lite-dense)")
     config, shipped_sha = shipped_config(model_name)
-    if config_overrides:
-        config, shipped_sha = replace(config, **config_overrides), None
-    if extra_images is not None:
-        shipped_sha = None  # the fit on every photo also has the extra photos: not the shipped file
-    if fresh_seed is None and not 1 <= views <= config.views:
-        raise InputError(f"views per photo must be in 1..{config.views} (the training views cached per photo), "
-                         f"got {views}; measure more with new views (a fresh seed)")
-    if fresh_seed == config.seed:
-        raise InputError(f"seed {fresh_seed} makes the training views themselves; pick another seed for new views")
-    photos = len(sources_from(images))
-    if not 2 <= folds <= photos:
-        raise InputError(f"folds must be in 2..{photos} (the photos given; at least one per fold), got {folds}")
-    extra_hashes: list[str] = []
-    if extra_images is not None:
-        extra_hashes = [pixel_hash(source.load()) for source in sources_from(extra_images)]
-        shared = set(extra_hashes) & {pixel_hash(source.load()) for source in sources_from(images)}
-        if shared:
-            raise InputError(f"{len(shared)} of the extra training photos are also cross-fit photos, which every fold "
-                             "would then train on; remove them from the extra folder")
+    if config_overrides or extra_images is not None:  # then the fit on every photo is not the shipped file
+        config, shipped_sha = replace(config, **(config_overrides or {})), None
+    hashes, extra_hashes = checked_photos(images, extra_images, folds, views, fresh_seed, config)
+    photos = len(hashes)
     cache = Path(cache_dir) if cache_dir is not None else None
     sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
     per_photo = tokens.reshape(photos, config.views, *tokens.shape[1:])  # [P, V, N, D]
@@ -114,7 +98,6 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
     if fresh_seed is not None:
         fresh = training_tokens(model_name, images, views + 1, fresh_seed, cache, threads)[1]
         measured = fresh.reshape(photos, views + 1, *tokens.shape[1:])[:, 1:]
-    hashes = [pixel_hash(source.load()) for source in sources]
     extra_sources, extra_tokens = [], tokens[:0]
     if extra_images is not None:
         extra_sources, extra_tokens = training_tokens(model_name, extra_images, config.views, config.seed, cache,
@@ -158,6 +141,28 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
                         every.sha256, shipped_sha, time.perf_counter() - started)
     return {**results, "fresh_views_seed": fresh_seed, "extra_images": extra_images,
             "extra_photos": len(extra_sources)}
+
+
+def checked_photos(images: str, extra_images: str | None, folds: int, views: int, fresh_seed: int | None,
+                   config: Any) -> tuple[list[str], list[str]]:
+    """Pixel hashes of the cross-fit photos and of the extra ones, after checking the options against them and the
+    config; InputError naming the problem otherwise (before any token is extracted)."""
+    from prosemc.training.photos import pixel_hash, sources_from
+
+    if fresh_seed is None and not 1 <= views <= config.views:
+        raise InputError(f"views per photo must be in 1..{config.views} (the training views cached per photo), "
+                         f"got {views}; measure more with new views (a fresh seed)")
+    if fresh_seed == config.seed:
+        raise InputError(f"seed {fresh_seed} makes the training views themselves; pick another seed for new views")
+    hashes = [pixel_hash(source.load()) for source in sources_from(images)]
+    if not 2 <= folds <= len(hashes):
+        raise InputError(f"folds must be in 2..{len(hashes)} (the photos given; at least one per fold), got {folds}")
+    extra = [] if extra_images is None else [pixel_hash(source.load()) for source in sources_from(extra_images)]
+    shared = set(extra) & set(hashes)
+    if shared:
+        raise InputError(f"{len(shared)} of the extra training photos are also cross-fit photos, which every fold "
+                         "would then train on; remove them from the extra folder")
+    return hashes, extra
 
 
 def summarise(model_name: str, images: str, sources: list[Any], fold: np.ndarray, config: Any, views: int, seed: int,
