@@ -395,7 +395,7 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
     """
     from prosemc.codec import metaae_weights
     from prosemc.models import BUILTIN_MODELS, load_model as load_split_model
-    from prosemc.training.token_fit import TokenConfig, check_config, export_tensors, fit_transform, train_gains
+    from prosemc.training.token_fit import TokenConfig, check_config, fit_token_weights
 
     split_model = load_split_model(model_name)  # ModelError for an unknown model or checkpoint, before any work
     config = TokenConfig(seed=int(seed))
@@ -412,18 +412,11 @@ def fit_per_token(model_name: str, images: Any, out_path: str | os.PathLike[str]
     started = time.perf_counter()
     cache = Path(cache_dir) if cache_dir is not None else None
     sources, tokens = training_tokens(model_name, images, config.views, config.seed, cache, threads)
-    grid = token_grid(split_model, tokens.shape[1])
-    cloud = None
-    if model_name in BUILTIN_MODELS and config.cloud_weight and config.steps:
-        for parameter in split_model.encoder.parameters():
-            parameter.requires_grad_(False)
-        cloud = split_model.cloud_logits
     losses: list[float] = []
     with Progress("prosemc: fit", total=config.steps or None, quiet=quiet) as progress:
-        transform = train_gains(tokens, fit_transform(tokens, grid, config), config, cloud, progress.update, losses)
-        progress.update(config.steps, "layer schedule, integer tables and error head")
-        tensors, metadata = export_tensors(tokens, transform, config, model_name, extra_info(images, sources, tokens,
-                                                                                              config.steps))
+        tensors, metadata = fit_token_weights(tokens, token_grid(split_model, tokens.shape[1]), config, model_name,
+                                              extra_info(images, sources, tokens, config.steps),
+                                              training_cloud(model_name, split_model, config), progress.update, losses)
     sha = metaae_weights.write(out_path, tensors, metadata)
     heldout = None
     if evaluate_heldout and model_name in BUILTIN_MODELS:
@@ -445,21 +438,39 @@ def token_grid(model: Any, rows: int) -> tuple[int, int] | None:
     return int(grid[0]), int(grid[1])
 
 
+def training_cloud(model_name: str, model: Any, config: Any) -> Any:
+    """The cloud layers (tokens [B, N, D] torch -> logits [B, C]) whose labels the gain training's loss keeps, frozen:
+    the built-in models' when config.steps and config.cloud_weight ask for them, else None."""
+    from prosemc.models import BUILTIN_MODELS
+
+    if model_name not in BUILTIN_MODELS or not config.cloud_weight or not config.steps:
+        return None
+    for parameter in model.encoder.parameters():
+        parameter.requires_grad_(False)
+    return model.cloud_logits
+
+
+def layer_ladder(codec: Any, model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """One token view x [N, D] through a layered codec: per layer [K] the cumulative payload bytes, the per-token
+    cosine and the top-1 agreement (the cloud's label of the decoded tokens against that of x), each prefix decoded
+    from its real bytes."""
+    from prosemc.evaluate import token_cosines
+
+    encoded = codec.encode(x)
+    label = int(np.argmax(model.logits(x)))
+    decoded = [codec.decode(encoded.params, encoded.layers[:k], x.shape) for k in range(1, len(encoded.layers) + 1)]
+    return {"bytes": np.cumsum([len(layer) for layer in encoded.layers]).astype(np.float64),
+            "cosine": np.array([token_cosines(x, d).mean() for d in decoded]),
+            "top1": np.array([float(int(np.argmax(model.logits(d))) == label) for d in decoded])}
+
+
 def heldout_metrics(weights: str | os.PathLike[str], tokens: np.ndarray, model: Any) -> dict[str, list[float]]:
     """Per layer on token views [S, N, D]: mean cumulative payload bytes, per-token cosine, top-1 agreement."""
     from prosemc.codec.metaae import make_metaae
-    from prosemc.evaluate import token_cosines
 
     codec = make_metaae(weights)
-    sizes, cosines, top1 = [], [], []
-    for x in tokens:
-        encoded = codec.encode(x)
-        label = int(np.argmax(model.logits(x)))
-        decoded = [codec.decode(encoded.params, encoded.layers[:k], x.shape) for k in range(1, len(encoded.layers) + 1)]
-        sizes.append(np.cumsum([len(layer) for layer in encoded.layers]))
-        cosines.append([float(token_cosines(x, d).mean()) for d in decoded])
-        top1.append([float(int(np.argmax(model.logits(d))) == label) for d in decoded])
-    return {"bytes": np.mean(sizes, 0).tolist(), "cosine": np.mean(cosines, 0).tolist(), "top1": np.mean(top1, 0).tolist()}
+    ladders = [layer_ladder(codec, model, x) for x in tokens]
+    return {key: np.mean([ladder[key] for ladder in ladders], 0).tolist() for key in ("bytes", "cosine", "top1")}
 
 
 def load_model(path: str | os.PathLike[str]) -> MetaAE:

@@ -54,6 +54,14 @@ class TokenConfig:
     table_views: int = 256  # views the tables and the error head are fitted on
 
 
+def config_of(metadata: dict[str, str]) -> TokenConfig:
+    """The TokenConfig a token/2 weights file was fitted with (its `config` metadata; settings it lacks default)."""
+    known = TokenConfig.__dataclass_fields__
+    stored = json.loads(metadata.get("config", "{}"))
+    return TokenConfig(**{key: tuple(value) if isinstance(value, list) else value
+                          for key, value in stored.items() if key in known})
+
+
 def check_config(config: TokenConfig) -> str | None:
     """What is wrong with a config (one line), or None."""
     if config.views < 1 or config.steps < 0 or config.layers < 1:
@@ -171,6 +179,17 @@ def train_gains(tokens: np.ndarray, transform: GridTransform, config: TokenConfi
     gain = log_gain.detach().double().exp().numpy().astype(np.float32)
     return GridTransform(transform.mean, transform.rotation, gain, transform.rows, transform.cols,
                          transform.group_start)
+
+
+def fit_token_weights(tokens: np.ndarray, grid: tuple[int, int] | None, config: TokenConfig, model_name: str,
+                      extra: dict[str, Any], cloud: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      progress: Callable[[int, str], None] = lambda step, note: None,
+                      losses: list[float] | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The token/2 weights file's (tensors, metadata) fitted on token views [S, N, D]: the transform (+ gains with
+    config.steps, the cloud's labels in the loss where `cloud` is given), the layer schedule, tables, error head."""
+    transform = train_gains(tokens, fit_transform(tokens, grid, config), config, cloud, progress, losses)
+    progress(config.steps, "layer schedule, integer tables and error head")
+    return export_tensors(tokens, transform, config, model_name, extra)
 
 
 def _torch_spatial(transform: GridTransform) -> Callable[[torch.Tensor, bool], torch.Tensor]:
