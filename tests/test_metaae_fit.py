@@ -95,3 +95,20 @@ def test_cli_exit_codes(tmp_path, photos, cache, valid_report) -> None:
     assert result.exit_code == 0, result.output
     report = valid_report(result.stdout, "fit")
     assert report["finished"] and report["codec"]["weights_sha256"] == sha(tmp_path / "c.safetensors")
+
+
+def test_several_image_sources_in_order(photos, tmp_path) -> None:
+    from prosemc.cli import cli
+    from prosemc.training.photos import builtin_sources, sources_from
+
+    single = tmp_path / "single.png"
+    shutil.copy(next(photos.iterdir()), single)
+    names = [s.name for s in sources_from(["builtin", str(photos), str(single), str(photos)])]
+    folder = [str(p) for p in sorted(photos.iterdir())]
+    assert names == [s.name for s in builtin_sources("train")] + folder + [str(single)]  # a folder named twice: once
+    assert len(names) == 34 + len(folder) + 1
+    with pytest.raises(InputError, match=f"{tmp_path / 'missing'} does not exist"):
+        sources_from(["builtin", tmp_path / "missing"])
+    result = CliRunner().invoke(cli, ["fit", "--images", "builtin", "--images", str(tmp_path / "missing"), "-o",
+                                      str(tmp_path / "x.safetensors")])
+    assert result.exit_code == 2 and "missing does not exist" in result.output and not (tmp_path / "x.safetensors").exists()

@@ -18,10 +18,10 @@ from prosemc.codec.metaae_token import TokenMetaAECodec
 from prosemc.codec.metaae_weights import MIN_SYMBOL_BITS, parse, shipped_weights_path, to_bytes
 from prosemc.errors import CodecError, ModelError
 
-# Pinned: `prosemc fit --model lite-dense --images builtin -o metaae-lite-dense.safetensors --seed 0 --threads 1`
-# must reproduce this file (token extraction threads change float rounding, hence --threads 1); update only with a
-# new shipped model (and docs/metaae-token.md).
-SHIPPED_DENSE_SHA256 = "4c5457b7d39ac6f7ffb8535d577a1cc92e8a497b6880f97c913f49dd2bcaf335"
+# Pinned: after `make photos`, `prosemc fit --model lite-dense --images builtin --images photos/debian -o
+# metaae-lite-dense.safetensors --seed 0 --threads 1` must reproduce this file (token extraction threads change float
+# rounding, hence --threads 1); update only with a new shipped model (and docs/metaae-token.md).
+SHIPPED_DENSE_SHA256 = "0ce170e9b31d3acc5cf6508828f33f97708133f2ac17174c046b5111e6023b48"
 # Round 1's lite-dense weights (format prosemc-metaae-token/1), kept to show that old weights files still load.
 TOKEN1_WEIGHTS = Path(__file__).resolve().parent / "data" / "metaae-lite-dense-token1.safetensors"
 

@@ -87,8 +87,8 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
         raise InputError(f"model {model_name!r} has no label head, so top-1 agreement cannot be measured; "
                          "use a built-in model (lite-dense)")
     config, shipped_sha = shipped_config(model_name)
-    if config_overrides or extra_images is not None:  # then the fit on every photo is not the shipped file
-        config, shipped_sha = replace(config, **(config_overrides or {})), None
+    if config_overrides:  # then the fit on every photo is not the shipped file
+        config, shipped_sha = replace(config, **config_overrides), None
     hashes, extra_hashes = checked_photos(images, extra_images, folds, views, fresh_seed, config)
     photos = len(hashes)
     cache = Path(cache_dir) if cache_dir is not None else None
@@ -105,11 +105,13 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
     grid = token_grid(model, tokens.shape[1])
     cloud = training_cloud(model_name, model, config)
 
+    named = images if extra_images is None else [images, extra_images]  # as `prosemc fit --images` names them
+
     def fit(chosen: list[int], extra: dict[str, Any]) -> Any:
         subset = np.concatenate([per_photo[chosen].reshape(-1, *tokens.shape[1:]), extra_tokens])
         trained = [sources[p] for p in chosen] + extra_sources
         tensors, metadata = fit_token_weights(subset, grid, config, model_name,
-                                              {**extra_info(images, trained, subset, config.steps), **extra}, cloud)
+                                              {**extra_info(named, trained, subset, config.steps), **extra}, cloud)
         return weights_from_bytes(to_bytes(tensors, metadata), f"<fit on {len(chosen)} photos>"), metadata
 
     total = 1 + folds + photos
@@ -212,7 +214,7 @@ def markdown(results: dict[str, Any], machine: str) -> str:
     """The report as Markdown: method, verdict, the per-layer table and the folds."""
     gap = results["top1_gap_max_abs"]
     reproduced = {True: "it is byte for byte the shipped file", False: "it is **not** the shipped file "
-                  f"({results['shipped_weights_sha256']}): the token cache differs", None: "not compared with shipped "
+                  f"({results['shipped_weights_sha256']}): other training photos or another token cache", None: "not compared with shipped "
                   "weights (none shipped for this model, or another config)"}[results["reproduces_shipped"]]
     lines = [
         f"# `prosemc bench generalisation` — {results['model']}: the per-token codec on photos it never saw",

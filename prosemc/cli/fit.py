@@ -41,7 +41,8 @@ def _check_outputs(out_path: Path, cache_dir: Path | None) -> None:
 @click.option("--model", "model_name", default="lite", show_default=True,
               help="Model whose tokens are coded: 'lite' (pooled mean-token codec), 'lite-dense' or a Hugging Face "
                    "VLM id / folder (per-token codec).")
-@click.option("--images", required=True, help="Folder of training images, or 'builtin' for the packaged photos.")
+@click.option("--images", "images", required=True, multiple=True,
+              help="Folder of training images, or 'builtin' for the packaged photos; repeat to train on several.")
 @click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Weights file to write (safetensors).")
 @click.option("--levels", default=None, help="Cumulative latent channels per level, e.g. 24,48,96,160,256.")
@@ -61,7 +62,7 @@ def _check_outputs(out_path: Path, cache_dir: Path | None) -> None:
               help="Report held-out metrics (builtin photos never trained on).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout (docs/json.md).")
 @threads_option
-def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs: int | None, seed: int, variant: str,
+def fit(model_name: str, images: tuple[str, ...], out_path: str, levels: str | None, epochs: int | None, seed: int, variant: str,
         views: int | None, cache_dir: str | None, max_steps: int | None, steps: int | None, evaluate: bool,
         as_json: bool) -> None:
     """Train metaae/1 weights for MODEL's tokens on unlabeled images (progress on stderr).
@@ -74,7 +75,9 @@ def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs:
 
     \b
       prosemc fit --model lite --images builtin -o metaae-lite.safetensors --seed 0
-      prosemc fit --model lite-dense --images builtin -o metaae-lite-dense.safetensors --seed 0 --threads 1
+      make photos   # the 86 Debian wallpaper photos, into photos/debian
+      prosemc fit --model lite-dense --images builtin --images photos/debian -o metaae-lite-dense.safetensors \
+        --seed 0 --threads 1
       prosemc fit --model HuggingFaceTB/SmolVLM-256M-Instruct --images photos/ -o smolvlm.safetensors
 
     The first two examples reproduce the shipped weights (compare their sha256 with `prosemc models`). Every output
@@ -85,12 +88,13 @@ def fit(model_name: str, images: str, out_path: str, levels: str | None, epochs:
     from prosemc.training.photos import sources_from
 
     sources_from(images)  # user errors (missing folder, no images) before torch loads
+    source: str | list[str] = images[0] if len(images) == 1 else list(images)
     if model_name == "lite" and steps is not None:
         raise InputError("--steps applies to per-token models (lite-dense, Hugging Face VLMs), not lite")
     _check_outputs(Path(out_path), Path(cache_dir) if cache_dir is not None else None)
     from prosemc.training.fit import fit as run_fit
-    report = run_fit(model_name, images, out_path, _levels(levels), epochs, seed, variant=variant, views=views,
-                     cache_dir=cache_dir, max_steps=max_steps, evaluate_heldout=evaluate and images == "builtin",
+    report = run_fit(model_name, source, out_path, _levels(levels), epochs, seed, variant=variant, views=views,
+                     cache_dir=cache_dir, max_steps=max_steps, evaluate_heldout=evaluate and source == "builtin",
                      config_overrides={"steps": steps} if steps is not None else None)
     finished = bool(report.sha256)
     emit(document("fit", model=model_name, output=report.out_path if finished else None,

@@ -126,26 +126,31 @@ def builtin_sources(split: str = "train") -> list[ImageSource]:
 
 
 def sources_from(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[ImageSource]:
-    """ImageSources for "builtin", a folder of images (sorted by name), or a list of image paths."""
-    if isinstance(images, (str, os.PathLike)) and str(images) == "builtin":
+    """ImageSources of one image source or several, in order (a photo named twice is used once): each is "builtin"
+    (the packaged training photos), a folder of images (sorted by name) or one image file."""
+    specs = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    if not specs:
+        raise InputError("no training images given; pass a folder of images or 'builtin'")
+    named: dict[str, ImageSource] = {}
+    for spec in specs:
+        for source in _sources_of(spec):
+            named.setdefault(source.name, source)
+    return list(named.values())
+
+
+def _sources_of(spec: str | os.PathLike[str]) -> list[ImageSource]:
+    """ImageSources of "builtin", a folder of images (sorted by name) or one image file."""
+    if str(spec) == "builtin":
         return builtin_sources("train")
-    if isinstance(images, (str, os.PathLike)):
-        folder = Path(images)
-        if not folder.exists():
-            raise InputError(f"{folder} does not exist; pass a folder of training images or 'builtin'")
-        if folder.is_dir():
-            paths = image_files(folder)
-            if not paths:
-                raise InputError(
-                    f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); add some, or pass 'builtin'"
-                )
-        else:
-            paths = [folder]
-    else:
-        paths = [Path(p) for p in images]
-        if not paths:
-            raise InputError("no training images given; pass a folder of images or 'builtin'")
-    return [ImageSource(str(path), _file(path)) for path in paths]
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; pass a folder of training images or 'builtin'")
+    if not path.is_dir():
+        return [ImageSource(str(path), _file(path))]
+    paths = image_files(path)
+    if not paths:
+        raise InputError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); add some, or pass 'builtin'")
+    return [ImageSource(str(p), _file(p)) for p in paths]
 
 
 def pixel_hash(image: object) -> str:
