@@ -58,7 +58,7 @@ def bootstrap_interval(values: np.ndarray, resamples: int, seed: int) -> np.ndar
     return np.percentile(values[picks].mean(axis=1), [2.5, 97.5], axis=0)
 
 
-def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8, seed: int = 0,
+def run(model_name: str, images: str | list[str] = "builtin", folds: int = 5, views: int = 8, seed: int = 0,
         resamples: int = 10000, cache_dir: str | os.PathLike[str] | None = None, threads: int | None = None,
         progress: Callable[[int, int, str], None] = lambda done, total, note: None,
         config_overrides: dict[str, Any] | None = None, fresh_seed: int | None = None,
@@ -105,7 +105,8 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
     grid = token_grid(model, tokens.shape[1])
     cloud = training_cloud(model_name, model, config)
 
-    named = images if extra_images is None else [images, extra_images]  # as `prosemc fit --images` names them
+    named = ([images] if isinstance(images, str) else list(images)) + ([extra_images] if extra_images else [])
+    named = named[0] if len(named) == 1 else named  # as `prosemc fit --images` names them
 
     def fit(chosen: list[int], extra: dict[str, Any]) -> Any:
         subset = np.concatenate([per_photo[chosen].reshape(-1, *tokens.shape[1:]), extra_tokens])
@@ -145,7 +146,7 @@ def run(model_name: str, images: str = "builtin", folds: int = 5, views: int = 8
             "extra_photos": len(extra_sources)}
 
 
-def checked_photos(images: str, extra_images: str | None, folds: int, views: int, fresh_seed: int | None,
+def checked_photos(images: str | list[str], extra_images: str | None, folds: int, views: int, fresh_seed: int | None,
                    config: Any) -> tuple[list[str], list[str]]:
     """Pixel hashes of the cross-fit photos and of the extra ones, after checking the options against them and the
     config; InputError naming the problem otherwise (before any token is extracted)."""
@@ -167,7 +168,12 @@ def checked_photos(images: str, extra_images: str | None, folds: int, views: int
     return hashes, extra
 
 
-def summarise(model_name: str, images: str, sources: list[Any], fold: np.ndarray, config: Any, views: int, seed: int,
+def images_text(images: str | list[str]) -> str:
+    """The image sources as one line: "builtin", or "builtin + photos/debian" for several."""
+    return images if isinstance(images, str) else " + ".join(images)
+
+
+def summarise(model_name: str, images: str | list[str], sources: list[Any], fold: np.ndarray, config: Any, views: int, seed: int,
               resamples: int, ladders: dict[str, dict[str, list[Any]]], fold_fits: list[dict[str, Any]],
               all_sha: str, shipped_sha: str | None, seconds: float) -> dict[str, Any]:
     """The report: per-layer means over photos, seen - unseen gaps with bootstrap intervals, per-photo top-1."""
@@ -191,7 +197,7 @@ def summarise(model_name: str, images: str, sources: list[Any], fold: np.ndarray
     ladder = {side: [{"scheme": side, "bytes": row[side]["payload_bytes"], "top1_agreement": row[side]["top1"]}
                      for row in per_layer] for side in ("seen", "unseen")}
     return {
-        "model": model_name, "images": str(images), "photos": [source.name for source in sources],
+        "model": model_name, "images": images_text(images), "photos": [source.name for source in sources],
         "folds": int(fold.max()) + 1, "fold_seed": seed, "views_per_photo": views,
         "training_views_per_photo": config.views, "bootstrap_resamples": resamples, "config": asdict(config),
         "shipped_weights_sha256": shipped_sha, "all_photos_weights_sha256": all_sha,
@@ -220,7 +226,7 @@ def markdown(results: dict[str, Any], machine: str) -> str:
         f"# `prosemc bench generalisation` — {results['model']}: the per-token codec on photos it never saw",
         "",
         f"Machine: {machine}. A paired cross-fit on the {len(results['photos'])} training photos "
-        f"(`--images {results['images']}`): split into {results['folds']} folds (seed {results['fold_seed']}); for "
+        f"(`--images {' --images '.join(results['images'].split(' + '))}`): split into {results['folds']} folds (seed {results['fold_seed']}); for "
         "each fold a codec is fitted with the shipped config on the photos outside it" + also_trained(results) +
         ", and each photo of the fold is "
         f"measured on {measured_on(results)} decoded by that codec (**unseen**) and by the codec fitted on every photo "
