@@ -19,8 +19,10 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from prosemc.codec.quality import token_cosines
 from prosemc.format import chunk_sizes, header_size, prefix_sizes
 from prosemc.models import EdgeTokens, VisionLanguageModel
+from prosemc.models.lite import model_input_image
 from prosemc.pipeline import build_psem, codec_for
 from prosemc.profiles import profile_of
 
@@ -46,14 +48,6 @@ def token_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
 
 
-def token_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine of each token [N] of [N, D] tensors (a token that is zero in both scores 1)."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    both_zero = ~a.any(axis=1) & ~b.any(axis=1)
-    return np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1.0), both_zero.astype(np.float64))
-
-
 def per_token_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine of each token of [N, D] tensors, averaged over tokens (the flattened cosine hides weak tokens)."""
     return float(token_cosines(a, b).mean())
@@ -74,16 +68,6 @@ def codec_levels(codec_name: str, edge: EdgeTokens, model_id: str, compact: bool
         sizes = prefix_sizes(header_size(header, profile), chunk_sizes(layers, profile is not None))
         sent += [Sent(scheme, k, size, tokens) for k, (size, tokens) in enumerate(zip(sizes, decoded), start=1)]
     return sent
-
-
-def model_input_image(image: Any) -> Any:
-    """The 224 x 224 centre crop the lite encoder sees, as an RGB PIL image (what an image codec should send)."""
-    from PIL import Image
-
-    from prosemc.models.lite import preprocess
-
-    pixels = preprocess(image).transpose(1, 2, 0) * 128.0 + 127.0
-    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
 
 
 def image_at_budget(image: Any, fmt: str, budget: int) -> bytes | None:

@@ -160,7 +160,7 @@ def learned_codec_checks(model: Any, codec: Any, held: list[np.ndarray], train: 
     (does it generalise?), the training-free baseline on the same held-out views (payload bytes for top-1 0.95), and
     the error head against the truth (Pearson per view and layer, and per token)."""
     from prosemc.codec import make_codec
-    from prosemc.evaluate import token_cosines
+    from prosemc.codec.quality import token_cosines
 
     out: dict[str, Any] = {}
     predicted, truth, token_predicted, token_truth = [], [], [], []

@@ -35,3 +35,11 @@ def mean_cosine(cross: np.ndarray, true_energy: np.ndarray, decoded_energy: np.n
     scale = np.sqrt(np.maximum(true_energy, 0.0) * np.maximum(decoded_energy, 0.0))
     cosine = np.where(scale > 0, cross / np.maximum(scale, 1e-300), 0.0)
     return float(np.clip(cosine, 0.0, 1.0).mean())
+
+
+def token_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each token [N] of [N, D] tensors (a token that is zero in both scores 1)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = ~a.any(axis=1) & ~b.any(axis=1)
+    return np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1.0), both_zero.astype(np.float64))

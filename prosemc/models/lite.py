@@ -300,3 +300,11 @@ class LiteModel:
 
             self._llm = SmolLM2.load(self.cache_dir)
         return self._llm
+
+
+def model_input_image(image: Any) -> Any:
+    """The 224 x 224 centre crop the lite encoder sees, as an RGB PIL image (what an image codec should send)."""
+    from PIL import Image
+
+    pixels = preprocess(image).transpose(1, 2, 0) * 128.0 + 127.0
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))

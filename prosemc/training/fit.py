@@ -455,7 +455,7 @@ def layer_ladder(codec: Any, model: Any, x: np.ndarray) -> dict[str, np.ndarray]
     """One token view x [N, D] through a layered codec: per layer [K] the cumulative payload bytes, the per-token
     cosine and the top-1 agreement (the cloud's label of the decoded tokens against that of x), each prefix decoded
     from its real bytes."""
-    from prosemc.evaluate import token_cosines
+    from prosemc.codec.quality import token_cosines
 
     encoded = codec.encode(x)
     label = int(np.argmax(model.logits(x)))

@@ -209,7 +209,7 @@ def view_tokens(model: object, views: list[object], batch: int = 16) -> np.ndarr
     """
     edge_batch = getattr(model, "edge_batch", None)
     if edge_batch is None:
-        from prosemc.evaluate import model_input_image
+        from prosemc.models.lite import model_input_image
 
         views = [model_input_image(views[0])] + list(views[1:])
         return np.stack([model.encode_image(view).tokens for view in views])  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ from prosemc.codec import metaae_weights
 from prosemc.codec.metaae_planes import PlaneState, PlaneWeights, block_map, finest_magnitudes, layer_symbols
 from prosemc.codec.metaae_transform import GridTransform, dct_basis, zigzag_index
 from prosemc.codec.metaae_weights import MAX_HALVINGS, PLANE_CONTEXTS, SIGNIFICANCE_CONTEXTS
-from prosemc.evaluate import token_cosines
+from prosemc.codec.quality import token_cosines
 
 
 @dataclass
