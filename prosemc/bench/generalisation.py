@@ -106,7 +106,6 @@ def run(model_name: str, images: str | list[str] = "builtin", folds: int = 5, vi
     cloud = training_cloud(model_name, model, config)
 
     named = ([images] if isinstance(images, str) else list(images)) + ([extra_images] if extra_images else [])
-    named = named[0] if len(named) == 1 else named  # as `prosemc fit --images` names them
 
     def fit(chosen: list[int], extra: dict[str, Any]) -> Any:
         subset = np.concatenate([per_photo[chosen].reshape(-1, *tokens.shape[1:]), extra_tokens])
@@ -173,8 +172,8 @@ def images_text(images: str | list[str]) -> str:
     return images if isinstance(images, str) else " + ".join(images)
 
 
-def summarise(model_name: str, images: str | list[str], sources: list[Any], fold: np.ndarray, config: Any, views: int, seed: int,
-              resamples: int, ladders: dict[str, dict[str, list[Any]]], fold_fits: list[dict[str, Any]],
+def summarise(model_name: str, images: str | list[str], sources: list[Any], fold: np.ndarray, config: Any, views: int,
+              seed: int, resamples: int, ladders: dict[str, dict[str, list[Any]]], fold_fits: list[dict[str, Any]],
               all_sha: str, shipped_sha: str | None, seconds: float) -> dict[str, Any]:
     """The report: per-layer means over photos, seen - unseen gaps with bootstrap intervals, per-photo top-1."""
     from prosemc.bench.rd import bytes_for_top1
@@ -220,13 +219,15 @@ def markdown(results: dict[str, Any], machine: str) -> str:
     """The report as Markdown: method, verdict, the per-layer table and the folds."""
     gap = results["top1_gap_max_abs"]
     reproduced = {True: "it is byte for byte the shipped file", False: "it is **not** the shipped file "
-                  f"({results['shipped_weights_sha256']}): other training photos or another token cache", None: "not compared with shipped "
-                  "weights (none shipped for this model, or another config)"}[results["reproduces_shipped"]]
+                  f"({results['shipped_weights_sha256']}): other training photos or another token cache",
+                  None: "not compared with shipped weights (none shipped for this model, or another config)"
+                  }[results["reproduces_shipped"]]
     lines = [
         f"# `prosemc bench generalisation` — {results['model']}: the per-token codec on photos it never saw",
         "",
         f"Machine: {machine}. A paired cross-fit on the {len(results['photos'])} training photos "
-        f"(`--images {' --images '.join(results['images'].split(' + '))}`): split into {results['folds']} folds (seed {results['fold_seed']}); for "
+        f"(`--images {' --images '.join(results['images'].split(' + '))}`): split into {results['folds']} folds "
+        f"(seed {results['fold_seed']}); for "
         "each fold a codec is fitted with the shipped config on the photos outside it" + also_trained(results) +
         ", and each photo of the fold is "
         f"measured on {measured_on(results)} decoded by that codec (**unseen**) and by the codec fitted on every photo "

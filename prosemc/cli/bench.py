@@ -148,7 +148,8 @@ def rd(out_dir: Path | None, as_json: bool, model: str, codecs: tuple[str, ...],
 @AS_JSON
 @click.option("-m", "--model", default="lite-dense", show_default=True, help="Model whose per-token codec is fitted.")
 @click.option("--images", multiple=True, default=("builtin",), show_default=True,
-              help="The photos to cross-fit on (as `prosemc fit --images`): a folder, or 'builtin'; repeat for several.")
+              help="The photos to cross-fit on (as `prosemc fit --images`): a folder, or 'builtin'; repeat for "
+                   "several.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Folds of the photos.")
 @click.option("--views", type=click.IntRange(min=1), default=8, show_default=True,
               help="Training views measured per photo (view 1 is the photo itself).")
@@ -164,8 +165,9 @@ def rd(out_dir: Path | None, as_json: bool, model: str, codecs: tuple[str, ...],
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Token cache folder (default: prosemc's cache, shared with `prosemc fit`).")
 @threads_option
-def generalisation(out_dir: Path | None, as_json: bool, model: str, images: tuple[str, ...], folds: int, views: int, seed: int,
-                   fresh_seed: int | None, extra_images: str | None, resamples: int, cache_dir: str | None) -> None:
+def generalisation(out_dir: Path | None, as_json: bool, model: str, images: tuple[str, ...], folds: int, views: int,
+                   seed: int, fresh_seed: int | None, extra_images: str | None, resamples: int,
+                   cache_dir: str | None) -> None:
     """Does the per-token codec generalise? A paired cross-fit on the training photos.
 
     Splits the photos into folds; for each fold fits the codec (the shipped weights' config) on the other photos and
@@ -187,7 +189,8 @@ def generalisation(out_dir: Path | None, as_json: bool, model: str, images: tupl
             progress.total = total
             progress.update(done, note)
 
-        results = bench_generalisation.run(model, images[0] if len(images) == 1 else list(images), folds=folds, views=views, seed=seed, resamples=resamples,
+        results = bench_generalisation.run(model, list(images), folds=folds, views=views, seed=seed,
+                                           resamples=resamples,
                                            cache_dir=cache_dir, progress=show, fresh_seed=fresh_seed,
                                            extra_images=extra_images)
     name = (f"generalisation-{model.replace('/', '_')}" + ("" if fresh_seed is None else f"-fresh{fresh_seed}") +

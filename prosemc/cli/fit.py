@@ -62,9 +62,9 @@ def _check_outputs(out_path: Path, cache_dir: Path | None) -> None:
               help="Report held-out metrics (builtin photos never trained on).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout (docs/json.md).")
 @threads_option
-def fit(model_name: str, images: tuple[str, ...], out_path: str, levels: str | None, epochs: int | None, seed: int, variant: str,
-        views: int | None, cache_dir: str | None, max_steps: int | None, steps: int | None, evaluate: bool,
-        as_json: bool) -> None:
+def fit(model_name: str, images: tuple[str, ...], out_path: str, levels: str | None, epochs: int | None, seed: int,
+        variant: str, views: int | None, cache_dir: str | None, max_steps: int | None, steps: int | None,
+        evaluate: bool, as_json: bool) -> None:
     """Train metaae/1 weights for MODEL's tokens on unlabeled images (progress on stderr).
 
     lite gets the pooled mean-token codec (what its label head reads); every other model -- lite-dense and any
@@ -80,21 +80,20 @@ def fit(model_name: str, images: tuple[str, ...], out_path: str, levels: str | N
         --seed 0 --threads 1
       prosemc fit --model HuggingFaceTB/SmolVLM-256M-Instruct --images photos/ -o smolvlm.safetensors
 
-    The first two examples reproduce the shipped weights (compare their sha256 with `prosemc models`). Every output
-    path is checked before any work. An interrupted run resumes from its checkpoint (beside the output) when
+    The lite and lite-dense examples reproduce the shipped weights (compare their sha256 with `prosemc models`).
+    Every output path is checked before any work. An interrupted run resumes from its checkpoint (beside the output) when
     started again with the same options. --threads sets the vision encoder's threads (token extraction);
     training itself uses $PROSEMC_FIT_THREADS threads (default 1: the same seed then gives the same weights).
     """
     from prosemc.training.photos import sources_from
 
     sources_from(images)  # user errors (missing folder, no images) before torch loads
-    source: str | list[str] = images[0] if len(images) == 1 else list(images)
     if model_name == "lite" and steps is not None:
         raise InputError("--steps applies to per-token models (lite-dense, Hugging Face VLMs), not lite")
     _check_outputs(Path(out_path), Path(cache_dir) if cache_dir is not None else None)
     from prosemc.training.fit import fit as run_fit
-    report = run_fit(model_name, source, out_path, _levels(levels), epochs, seed, variant=variant, views=views,
-                     cache_dir=cache_dir, max_steps=max_steps, evaluate_heldout=evaluate and source == "builtin",
+    report = run_fit(model_name, list(images), out_path, _levels(levels), epochs, seed, variant=variant, views=views,
+                     cache_dir=cache_dir, max_steps=max_steps, evaluate_heldout=evaluate and images == ("builtin",),
                      config_overrides={"steps": steps} if steps is not None else None)
     finished = bool(report.sha256)
     emit(document("fit", model=model_name, output=report.out_path if finished else None,

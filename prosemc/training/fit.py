@@ -276,7 +276,8 @@ def fit(
     quiet: bool = False,
     config_overrides: dict[str, Any] | None = None,
 ) -> FitReport:
-    """Train a Meta AutoEncoder for model_name's tokens on images ("builtin", a folder or paths); write out_path.
+    """Train a Meta AutoEncoder for model_name's tokens on images (one source or several: "builtin", a folder, an
+    image file); write out_path.
 
     With max_steps the run stops there after saving its checkpoint (out_path is not written); calling fit again
     with the same arguments resumes and ends with the same weights as an uninterrupted run.
