@@ -167,16 +167,12 @@ def checked_photos(images: str | list[str], extra_images: str | None, folds: int
     return hashes, extra
 
 
-def images_text(images: str | list[str]) -> str:
-    """The image sources as one line: "builtin", or "builtin + photos/debian" for several."""
-    return images if isinstance(images, str) else " + ".join(images)
-
-
 def summarise(model_name: str, images: str | list[str], sources: list[Any], fold: np.ndarray, config: Any, views: int,
               seed: int, resamples: int, ladders: dict[str, dict[str, list[Any]]], fold_fits: list[dict[str, Any]],
               all_sha: str, shipped_sha: str | None, seconds: float) -> dict[str, Any]:
     """The report: per-layer means over photos, seen - unseen gaps with bootstrap intervals, per-photo top-1."""
     from prosemc.bench.rd import bytes_for_top1
+    from prosemc.training.photos import images_label
 
     layers = min(rows.shape[1] for side in ladders.values() for table in side.values() for rows in table)
     means = {side: {key: np.stack([rows[:, :layers].mean(axis=0) for rows in ladders[side][key]]) for key in METRICS}
@@ -196,7 +192,7 @@ def summarise(model_name: str, images: str | list[str], sources: list[Any], fold
     ladder = {side: [{"scheme": side, "bytes": row[side]["payload_bytes"], "top1_agreement": row[side]["top1"]}
                      for row in per_layer] for side in ("seen", "unseen")}
     return {
-        "model": model_name, "images": images_text(images), "photos": [source.name for source in sources],
+        "model": model_name, "images": images_label(images), "photos": [source.name for source in sources],
         "folds": int(fold.max()) + 1, "fold_seed": seed, "views_per_photo": views,
         "training_views_per_photo": config.views, "bootstrap_resamples": resamples, "config": asdict(config),
         "shipped_weights_sha256": shipped_sha, "all_photos_weights_sha256": all_sha,

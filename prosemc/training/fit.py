@@ -336,8 +336,9 @@ def fit(
 
 def extra_info(images: Any, sources: list[Any], tokens: np.ndarray, steps: int) -> dict[str, Any]:
     """The weights file's `training` metadata: which images, how many photos and views, how many steps."""
-    named = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-    return {"images": " + ".join(map(str, named)) if len(named) <= 8 else "list", "photos": len(sources),
+    from prosemc.training.photos import images_label
+
+    return {"images": images_label(images), "photos": len(sources),
             "train_views": int(tokens.shape[0]), "steps": steps}
 
 

@@ -138,6 +138,12 @@ def sources_from(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str
     return list(named.values())
 
 
+def images_label(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> str:
+    """The image sources in one line: "builtin", "builtin + photos/debian" for several, "list" for more than 8."""
+    named = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    return " + ".join(map(str, named)) if len(named) <= 8 else "list"
+
+
 def _sources_of(spec: str | os.PathLike[str]) -> list[ImageSource]:
     """ImageSources of "builtin", a folder of images (sorted by name) or one image file."""
     if str(spec) == "builtin":
