@@ -52,7 +52,7 @@ class EncodeReport:
     timings_ms: dict[str, float] = field(default_factory=dict)
     profile_id: str | None = None  # hex id of the profile a compact file names (None: full form)
     header: PsemHeader | None = None  # the full header (what a compact file's profile + patch stand for)
-    entropy_coder: str | None = None  # the entropy coder implementation used ("constriction", "portable"), if any
+    entropy_coder: str | None = None  # the entropy coder implementation used ("constriction", "portable", "numba")
     runtime: str = "torch"  # what ran the vision encoder: "torch", or "onnxruntime" for an exported bundle
 
 
@@ -64,13 +64,22 @@ def default_codec(model_name: str) -> str:
     return "metaae" if shipped_weights_path(model_name).is_file() else "baseline"
 
 
-def codec_for(codec_name: str, model_name: str, weights: str | None = None) -> Codec:
-    """The codec to encode model_name's tokens with: metaae with `weights` or the weights shipped for the model."""
+def codec_for(codec_name: str, model_name: str, weights: str | None = None, compiled: bool = False) -> Codec:
+    """The codec to encode model_name's tokens with: metaae with `weights` or the weights shipped for the model.
+    compiled: the per-token metaae codec's compiled encoder (same bytes; pays off over hundreds of images)."""
     if codec_name == "metaae":
-        return make_codec(codec_name, weights=weights, model=model_name)
+        return make_codec(codec_name, weights=weights, model=model_name, compiled=compiled)
     if weights is not None:
         raise InputError(f"--codec-weights applies to the metaae codec, not {codec_name!r}; drop it or use --codec metaae")
     return make_codec(codec_name)
+
+
+def encoder_codec(model_id: str, codec_name: str | None = None, codec_weights: str | None = None,
+                  compiled: bool = False) -> Codec:
+    """The codec `encode_image` uses for model_id's tokens: codec_name, else metaae with codec_weights, else the
+    model's default codec."""
+    name = codec_name or ("metaae" if codec_weights else default_codec(model_id))
+    return codec_for(name, model_id, codec_weights, compiled)
 
 
 def build_psem(edge: EdgeTokens, model_id: str, codec: Codec,
@@ -115,8 +124,7 @@ def encode_image(
     start = time.perf_counter()
     edge = model.encode_image(image)
     timings["vision_encoder"] = (time.perf_counter() - start) * 1e3
-    codec = codec or codec_for(codec_name or ("metaae" if codec_weights else default_codec(model.model_id)),
-                               model.model_id, codec_weights)
+    codec = codec or encoder_codec(model.model_id, codec_name, codec_weights)
     start = time.perf_counter()
     header, layers = build_psem(edge, model.model_id, codec)
     timings["codec"] = (time.perf_counter() - start) * 1e3
@@ -132,7 +140,8 @@ def encode_image(
     coder = getattr(codec, "coder", None)
     return EncodeReport(model.model_id, codec.codec_id, header.token_shape, header_bytes, layer_bytes, keep,
                         writer.bytes_written, timings, writer.profile_id.hex() if writer.profile_id else None, header,
-                        getattr(coder, "implementation", None), getattr(model, "runtime", "torch"))
+                        "numba" if getattr(codec, "compiled", False) else getattr(coder, "implementation", None),
+                        getattr(model, "runtime", "torch"))
 
 
 @dataclass

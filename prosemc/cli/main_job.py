@@ -20,6 +20,7 @@ from prosemc.format.idle import DEFAULT_IDLE_TIMEOUT, can_stall
 from prosemc.report import answer_report, decoded_fields, document, milliseconds, psem_fields
 
 FILE = click.Path(dir_okay=False, allow_dash=True)
+COMPILED_BATCH = 256  # from this many images the compiled encoder's ~0.5 s start pays off (~2 ms saved per image)
 
 CODEC_WEIGHTS_IN = click.option(
     "--codec-weights", type=click.Path(dir_okay=False), default=None,
@@ -80,7 +81,9 @@ def encode(ctx: click.Context, images: tuple[str, ...], output: str | None, out_
     Several IMAGEs, or a list with --from, are encoded in one process (the model loads once) with a
     progress line, each into IMAGE.psem beside it or in --out-dir. Existing files are not overwritten
     without --force; that is checked for every image before any work. An image that fails is reported and
-    the others go on; the exit code is then 3 (2 if every image failed).
+    the others go on; the exit code is then 3 (2 if every image failed). From 256 images on, the per-token
+    metaae codec (lite-dense) encodes with its compiled kernel where numba is installed: the same bytes,
+    ~2 ms less per image, ~0.5 s once.
 
     \b
       prosemc encode photo.jpg                                   # -> photo.psem
@@ -116,8 +119,10 @@ def encode(ctx: click.Context, images: tuple[str, ...], output: str | None, out_
         detail("timings: " + ", ".join(f"{k} {v:.0f} ms" for k, v in report["timings_ms"].items()))
         _warn_if_unknown_profile(report)
         return
+    from prosemc.codec.metaae_planes_kernel import available as compiled_available
+
     start = time.perf_counter()
-    encoder = _load_encoder(model, bundle, settings)
+    encoder = _load_encoder(model, bundle, settings, compiled=len(names) >= COMPILED_BATCH and compiled_available())
     load_ms = _ms_since(start)
     run = BatchRun("encoding", "image", len(names))
     try:
@@ -148,19 +153,22 @@ def _load_model(name: str) -> Any:
     return model
 
 
-def _load_encoder(model: str, bundle: str | None, settings: dict[str, Any]) -> Callable[[Any, Any], Any]:
-    """(RGB image, output stream) -> EncodeReport: the torch model's edge half, or an exported bundle's."""
+def _load_encoder(model: str, bundle: str | None, settings: dict[str, Any],
+                  compiled: bool = False) -> Callable[[Any, Any], Any]:
+    """(RGB image, output stream) -> EncodeReport: the torch model's edge half with its codec (loaded once), or an
+    exported bundle's. compiled: the per-token metaae codec's compiled encoder."""
+    options = {key: settings[key] for key in ("max_layers", "max_bytes", "compact")}
     if bundle is None:
-        from prosemc.pipeline import encode_image
+        from prosemc.pipeline import encode_image, encoder_codec
 
         vlm = _load_model(model)
-        return lambda picture, out: encode_image(picture, out, vlm, **settings)
+        codec = encoder_codec(vlm.model_id, settings["codec_name"], settings["codec_weights"], compiled)
+        return lambda picture, out: encode_image(picture, out, vlm, codec=codec, **options)
     from prosemc.export.bundle import EdgeBundle
 
     start = time.perf_counter()
     edge = EdgeBundle.load(bundle)
     detail(f"bundle {display_name(bundle)} ({edge.vision.model_id}) loaded in {_ms_since(start) / 1e3:.2f} s")
-    options = {key: settings[key] for key in ("max_layers", "max_bytes", "compact")}
     return lambda picture, out: edge.encode_image(picture, out, **options)
 
 

@@ -11,7 +11,7 @@ import importlib.metadata
 import platform
 from pathlib import Path
 
-LIBRARIES = ("torch", "transformers", "onnxruntime", "numpy", "constriction")
+LIBRARIES = ("torch", "transformers", "onnxruntime", "numpy", "constriction", "numba")
 
 
 def library_version(name: str) -> str:

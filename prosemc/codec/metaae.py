@@ -294,7 +294,8 @@ def weights_by_sha256(sha256: Any) -> MetaAEWeights | TokenWeights | PlaneWeight
 def make_metaae(weights: str | Path | MetaAEWeights | TokenWeights | PlaneWeights | None = None,
                 model: str | None = None, model_sha256: str | None = None, **options: Any) -> Any:
     """The metaae/1 codec for explicit weights, else the shipped weights a header names by sha256, else those
-    shipped for `model` (default `lite`); a header's sha256 that the chosen weights do not have is refused."""
+    shipped for `model` (default `lite`); a header's sha256 that the chosen weights do not have is refused.
+    options: layers, coder_id, compiled (the token/2 codec's compiled encoder; ignored by the others)."""
     if weights is None and model_sha256 is not None:
         weights = weights_by_sha256(model_sha256)
     elif weights is None and model is not None:
@@ -305,13 +306,14 @@ def make_metaae(weights: str | Path | MetaAEWeights | TokenWeights | PlaneWeight
         weights = path
     if not hasattr(weights, "sha256"):
         weights = load_weights(weights)
+    compiled = bool(options.pop("compiled", False))  # only the token/2 codec has a compiled encoder
     if isinstance(weights, MetaAEWeights):
         return MetaAutoEncoderCodec(weights, model_sha256=model_sha256, **options)
     if model_sha256 is not None:
         check_sha256(model_sha256, weights)
     if isinstance(weights, TokenWeights):
         return TokenMetaAECodec(weights, **options)
-    return PlaneMetaAECodec(weights, **options)
+    return PlaneMetaAECodec(weights, compiled=compiled, **options)
 
 
 class MetaAutoEncoderCodec:
