@@ -71,13 +71,19 @@ def test_random_tables_with_rare_and_dominant_symbols_code_identically(weights, 
         assert compiled == numpy
 
 
-def test_symbols_outside_a_table_are_refused_by_both_paths(weights, tokens) -> None:
-    # a weights file whose first-coding tables are too narrow for the tokens (damaged, or hand-made)
+def test_tables_that_miss_symbols_are_refused_by_both_paths(weights, tokens) -> None:
+    # a weights file whose first-coding tables are too narrow for what its schedule codes (damaged, or hand-made):
+    # the numpy path finds the symbols outside, the compiled one (which does not check symbols) refuses the tables
     narrow = tuple(FrequencyTable.from_counts(-1, np.array([1, 8, 1])) if t.offset < -1 else t for t in weights.tables)
     odd = dataclasses.replace(weights, tables=narrow)
-    for compiled in (True, False):
-        with pytest.raises(CodecError, match=r"layer \d+: symbols outside the trained alphabet"):
-            PlaneMetaAECodec(odd, compiled=compiled).encode(tokens[0] * 3)
+    with pytest.raises(CodecError, match="tables do not cover the symbols their schedule codes"):
+        PlaneMetaAECodec(odd, compiled=True)
+    with pytest.raises(CodecError, match=r"layer \d+: symbols outside the trained alphabet"):
+        PlaneMetaAECodec(odd, compiled=False).encode(tokens[0] * 3)
+    reach = weights.symbol_reach  # the shipped tables cover exactly what the schedule can code
+    assert reach.max() > 1 and (reach >= 0).sum() > 20
+    assert all(t.offset <= -r and t.offset + t.alphabet_size - 1 >= r
+               for t, r in zip(weights.tables[:len(reach)], reach) if r >= 0 and t.offset < 0)
 
 
 def test_reciprocals_divide_exactly_below_2_63() -> None:

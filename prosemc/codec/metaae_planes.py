@@ -42,7 +42,6 @@ from prosemc.codec.metaae_token import (
     check_layer_room,
     check_shape,
     check_stream,
-    alphabet_error,
     check_tokens,
     grouped_symbols,
     read_grouped,
@@ -148,9 +147,27 @@ class PlaneWeights:
                          self.token_dim)
 
     @cached_property
+    def symbol_reach(self) -> np.ndarray:
+        """The largest |symbol| [C] each context can meet in this schedule (-1: never used): a block's first coding
+        up to floor(limit / step), a later one below 2**h for h halvings, as significance and as refinement."""
+        reach = np.full(PLANE_CONTEXTS, -1, dtype=np.int64)
+        blocks = self.block_of_position.ravel()
+        for k in range(self.layer_count):
+            plan = self.plan(k, self.transform.positions)
+            chosen = blocks[plan.index]
+            first = np.floor(self.limit[chosen] / self.step(self.levels[k][chosen]))
+            later = plan.halvings > 0
+            most = np.where(later, 2 ** plan.halvings - 1, first).astype(np.int64)
+            np.maximum.at(reach, plan.static_key, most)
+            np.maximum.at(reach, plan.refine_key[later], most[later])
+        return reach
+
+    @cached_property
     def kernel_tables(self) -> metaae_planes_kernel.KernelTables:
-        """The tables as the compiled encoder reads them."""
-        return metaae_planes_kernel.KernelTables.build(self.tables)
+        """The tables as the compiled encoder reads them; CodecError if they miss a symbol the schedule codes."""
+        reach = self.symbol_reach
+        lowest = np.where(np.arange(PLANE_CONTEXTS) < SIGNIFICANCE_CONTEXTS, -reach, 0)
+        return metaae_planes_kernel.KernelTables.build(self.tables, np.where(reach >= 0, lowest, 1), reach)
 
     @cached_property
     def tile_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -344,6 +361,8 @@ class PlaneMetaAECodec(LayeredWeightsCodec):
             raise CodecError("the compiled metaae encoder needs the 'numba' package, which is not installed; "
                              "install it with `pip install numba` or encode without it")
         self.compiled = bool(compiled) and self.coder.coder_id == metaae_planes_kernel.CODER_ID
+        if self.compiled:
+            weights.kernel_tables  # noqa: B018 (built now: CodecError for tables that miss a symbol, before any work)
 
     def _rows(self, rows: int) -> int:
         transform = self.weights.transform

@@ -1,16 +1,17 @@
 """The metaae/1 token/2 encoder as one compiled loop per image (numba, optional): the same constriction-ans/1
-bytes as the numpy path of prosemc.codec.metaae_planes, without its ~20 numpy passes over ~10**5 entries.
+bytes as the numpy path of prosemc.codec.metaae_planes in about a third of its time, at ~0.5 s once per process.
 
-    coefficients c [N * D] (the transform's output) --clip to the block limit, floor(|c| / finest step)--> fine, sign
-    per layer k (StreamPlan: every layer's entries, concatenated):
-        symbol and table of each entry (as metaae_planes.layer_symbols), the alphabet checked
-        --stable counting sort by table--> the groups grouped_symbols gives (tables in increasing order)
-        --rANS, last symbol first (ans_portable's recurrence: 64-bit state, 32-bit words, 24-bit weights)--> words
+    coefficients c [N * D] (the transform's output) --clip to the block limit--> sign(c) * floor(|c| / finest step)
+    per layer k, over the plan's runs (StreamPlan: consecutive coefficients the layer codes alike):
+        each entry's symbol and table (as metaae_planes.layer_symbols), computed without branches; appended to its
+        table's list, newest first -- the tables in decreasing order, each newest first, is the order rANS codes
+        grouped_symbols' groups in, so nothing is sorted
+        --rANS (ans_portable's recurrence: 64-bit state, 32-bit words, 24-bit weights)--> the layer's words
     floor(state / weight) is a multiply-high by the weight's precomputed reciprocal (exact for states below 2**63,
-    see `reciprocals`); above that, or for weight 1, a true division.
+    see `reciprocals`); above that, or for weight 1, a true division. The symbols are not range-checked one by one:
+    KernelTables refuses tables that do not cover every symbol the schedule can produce (PlaneWeights.symbol_reach).
 
-Used where numba imports (`available()`); otherwise, and for decoding, the numpy path runs. A test checks that both
-write identical bytes.
+The numpy path stays the reference and the decoder; tests check that both write identical bytes.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from typing import Any
 import numpy as np
 
 from prosemc.codec.entropy import ConstrictionAnsCoder, FrequencyTable
-from prosemc.codec.metaae_token import alphabet_error
+from prosemc.errors import CodecError
 
 CODER_ID = ConstrictionAnsCoder.coder_id  # the payloads it writes
-
 
 
 def available() -> bool:
@@ -35,25 +35,27 @@ def available() -> bool:
 
 @dataclass(frozen=True)
 class KernelTables:
-    """Every context's table concatenated [T], with per-context [C] positions and alphabets, for the kernel."""
+    """Every context's table as rows of one array, for the kernel: symbol s of context c is row first[c] + s."""
 
-    base: np.ndarray  # [C] int64: position of context c's first symbol in the arrays below
-    low: np.ndarray  # [C] int64: lowest codable symbol (the table's offset)
-    high: np.ndarray  # [C] int64: highest codable symbol
-    weight: np.ndarray  # [T] uint64
-    start: np.ndarray  # [T] uint64: cumulative weight before the symbol
-    reciprocal: np.ndarray  # [T] uint64
-    shift: np.ndarray  # [T] uint64
+    first: np.ndarray  # [C] int64: the row of context c's symbol 0 (its first row minus its offset)
+    table: np.ndarray  # [T, 4] uint64: weight, cumulative weight before the symbol, reciprocal, shift (`reciprocals`)
 
     @classmethod
-    def build(cls, tables: tuple[FrequencyTable, ...]) -> "KernelTables":
+    def build(cls, tables: tuple[FrequencyTable, ...], lowest: np.ndarray, highest: np.ndarray) -> "KernelTables":
+        """From the tables and the lowest / highest symbol [C] each context can meet (lowest > highest: none); a
+        CodecError if a table does not cover them (the kernel does not check symbols one by one)."""
+        offsets = np.array([t.offset for t in tables], dtype=np.int64)
         sizes = np.array([t.alphabet_size for t in tables], dtype=np.int64)
-        base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        low = np.array([t.offset for t in tables], dtype=np.int64)
+        used = lowest <= highest
+        if (used & ((lowest < offsets) | (highest > offsets + sizes - 1))).any():
+            raise CodecError("these metaae weights' tables do not cover the symbols their schedule codes (a damaged "
+                             "or hand-made file); re-run `prosemc fit`")
         weight = np.concatenate([t.weights for t in tables]).astype(np.int64)
         start = np.concatenate([np.cumsum(t.weights) - t.weights for t in tables]).astype(np.int64)
         reciprocal, shift = reciprocals(weight)
-        return cls(base, low, low + sizes - 1, weight.astype(np.uint64), start.astype(np.uint64), reciprocal, shift)
+        rows = np.concatenate([[0], np.cumsum(sizes)[:-1]]) - offsets
+        return cls(rows.astype(np.int64), np.ascontiguousarray(np.stack(
+            [weight.astype(np.uint64), start.astype(np.uint64), reciprocal, shift], axis=1)))
 
 
 def reciprocals(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,14 +84,10 @@ def _kernel() -> Any:
 
 def encode_layers(coefficients: np.ndarray, limit: np.ndarray, finest: np.ndarray, plan: Any,
                   tables: KernelTables, layers: int) -> list[bytes]:
-    """Layers 0..layers-1 as constriction-ans/1 payloads, from coefficients [N * D] (float32, whole tiles) with the
-    block limits and finest steps [F * D] of one tile's positions; CodecError for symbols outside the alphabet."""
-    encode = _kernel()
-    words, word_end, failed = encode(
-        np.ascontiguousarray(coefficients), limit, finest, plan.runs, plan.static_key,
-        plan.layer_runs[: layers + 1], plan.layer_entries[: layers + 1], tables.base, tables.low, tables.high,
-        tables.weight, tables.start, tables.reciprocal, tables.shift)
-    if failed >= 0:
-        raise alphabet_error(int(failed))
+    """Layers 0..layers-1 as constriction-ans/1 payloads, from coefficients [N * D] (whole tiles) with the block
+    limits and finest steps [F * D] of one tile's positions and the plan (metaae_planes.StreamPlan)."""
+    words, word_end = _kernel()(np.ascontiguousarray(coefficients), limit, finest, plan.runs, plan.static_key,
+                                plan.layer_runs[: layers + 1], plan.layer_entries[: layers + 1], tables.first,
+                                tables.table)
     data = words.astype("<u4").tobytes()
     return [data[4 * int(word_end[k]) : 4 * int(word_end[k + 1])] for k in range(layers)]

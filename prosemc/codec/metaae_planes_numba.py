@@ -28,72 +28,68 @@ def mulhi(a: Any, b: Any) -> Any:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def magnitudes(coefficients: Any, limit: Any, finest: Any) -> Any:
-    """(floor(|c| / finest step), sign(c)) [N * D] int64 of coefficients [N * D] clipped to +-limit, with limit and
+def signed_magnitudes(coefficients: Any, limit: Any, finest: Any) -> Any:
+    """sign(c) * floor(|c| / finest step) [N * D] int64 of coefficients [N * D] clipped to +-limit, with limit and
     finest [F * D] repeating every tile (0 where the finest step is 0)."""
     period = limit.shape[0]
     fine = np.empty(coefficients.shape[0], np.int64)
-    sign = np.empty(coefficients.shape[0], np.int64)
     for tile in range(coefficients.shape[0] // period):
         for p in range(period):  # (no i % period: numba's modulo costs ten times the rest of the loop)
             i = tile * period + p
             value = min(max(np.float64(coefficients[i]), -limit[p]), limit[p])
-            fine[i] = np.int64(np.floor(abs(value) / finest[p])) if finest[p] > 0 else 0
-            sign[i] = 1 if value > 0 else (-1 if value < 0 else 0)
-    return fine, sign
+            magnitude = np.int64(np.floor(abs(value) / finest[p])) if finest[p] > 0 else 0
+            fine[i] = -magnitude if value < 0 else magnitude
+    return fine
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def encode(coefficients: Any, limit: Any, finest: Any, runs: Any, static_key: Any, layer_runs: Any, layer_entries: Any,
-           base: Any, low: Any, high: Any, weight: Any, start: Any, reciprocal: Any, rshift: Any) -> Any:
-    """(words [W] uint32, word_end [K + 1], failed layer or -1): every layer's rANS words, layer k's being
-    words[word_end[k]:word_end[k + 1]] (see metaae_planes.StreamPlan for the plan's arrays)."""
-    fine, sign = magnitudes(coefficients, limit, finest)
+           first: Any, table: Any) -> Any:
+    """(words [W] uint32, word_end [K + 1]): every layer's rANS words, layer k's being words[word_end[k]:
+    word_end[k + 1]] (metaae_planes.StreamPlan holds the plan's arrays, KernelTables the tables')."""
+    fine = signed_magnitudes(coefficients, limit, finest)
     layers = layer_runs.shape[0] - 1
     words = np.empty(static_key.shape[0] + 2 * layers, np.uint32)  # at most a word per symbol, two per final state
     word_end = np.zeros(layers + 1, np.int64)
     most = np.max(layer_entries[1:] - layer_entries[:-1])
     entries, previous = np.empty(most, np.int32), np.empty(most, np.int32)
-    last = np.empty(base.shape[0], np.int32)
+    last = np.empty(first.shape[0], np.int32)
     n = 0
     for k in range(layers):
         last[:] = -1
         j = 0
-        outside = False
         for r in range(layer_runs[k], layer_runs[k + 1]):  # each entry's symbol and table (layer_symbols)
             shift, known_shift, halvings, refine = runs[r, 2], runs[r, 3], runs[r, 4], runs[r, 5]
             for i in range(runs[r, 0], runs[r, 0] + runs[r, 1]):
-                now = fine[i] >> shift
+                now = abs(fine[i]) >> shift
                 known = now >> known_shift
                 significant = np.int64(known > 0)  # (arithmetic, not a branch: the branch mispredicts)
-                symbol = significant * (now - (known << halvings)) + (1 - significant) * now * sign[i]
+                symbol = (significant * (now - (known << halvings))
+                          + (1 - significant) * (now if fine[i] >= 0 else -now))
                 key = significant * refine + (1 - significant) * np.int64(static_key[layer_entries[k] + j])
-                outside |= (symbol < low[key]) | (symbol > high[key])
-                entries[j] = base[key] + symbol - low[key]
+                entries[j] = first[key] + symbol  # its row of `table` (KernelTables checked that it has one)
                 previous[j] = last[key]  # a list per table, newest first: the order rANS codes them in
                 last[key] = j
                 j += 1
-        if outside:
-            return words[:0], word_end, k
         state = u64(0)
-        for key in range(base.shape[0] - 1, -1, -1):  # rANS codes the last table's last symbol first
+        for key in range(first.shape[0] - 1, -1, -1):  # rANS codes the last table's newest symbol first
             j = last[key]
             while j >= 0:
-                t = entries[j]
-                f = weight[t]
-                if (state >> RENORM_SHIFT) >= f:
+                row = entries[j]
+                weight = table[row, 0]
+                if (state >> RENORM_SHIFT) >= weight:
                     words[n] = np.uint32(state & WORD_MASK)
                     n += 1
                     state >>= WORD_BITS
-                if f < u64(2) or state >= EXACT_BELOW:
-                    quotient = state // f
+                if weight < u64(2) or state >= EXACT_BELOW:
+                    quotient = state // weight
                 else:
-                    quotient = mulhi(state, reciprocal[t]) >> rshift[t]
-                state = state + quotient * (TOTAL - f) + start[t]
+                    quotient = mulhi(state, table[row, 2]) >> table[row, 3]
+                state = state + quotient * (TOTAL - weight) + table[row, 1]
                 j = previous[j]
         while state:
             words[n] = np.uint32(state & WORD_MASK)
             n += 1
             state >>= WORD_BITS
         word_end[k + 1] = n
-    return words[:n], word_end, -1
+    return words[:n], word_end

@@ -216,12 +216,6 @@ class LatentState:
         return np.clip(a + b * analytic, 0.0, 1.0)
 
 
-def alphabet_error(k: int) -> CodecError:
-    """The error for layer k's symbols falling outside the trained tables."""
-    return CodecError(f"layer {k + 1}: symbols outside the trained alphabet (tokens far outside the training "
-                      "distribution); use the baseline codec for these tokens")
-
-
 def grouped_symbols(keys: np.ndarray, symbols: np.ndarray, tables: Sequence[FrequencyTable],
                     alphabets: tuple[np.ndarray, np.ndarray], k: int) -> list[tuple[np.ndarray, FrequencyTable]]:
     """(symbols, table) per context of one layer, contexts in increasing order, symbols [M] in their order inside
@@ -233,7 +227,8 @@ def grouped_symbols(keys: np.ndarray, symbols: np.ndarray, tables: Sequence[Freq
     starts = edges[present]
     low, high = alphabets
     if ((np.minimum.reduceat(flat, starts) < low[present]) | (np.maximum.reduceat(flat, starts) > high[present])).any():
-        raise alphabet_error(k)
+        raise CodecError(f"layer {k + 1}: symbols outside the trained alphabet (tokens far outside the "
+                         "training distribution); use the baseline codec for these tokens")
     return [(flat[edges[key] : edges[key + 1]], tables[key]) for key in present.tolist()]
 
 

@@ -330,21 +330,6 @@ def export_tensors(tokens: np.ndarray, transform: GridTransform, config: TokenCo
     return tensors, metadata
 
 
-def alphabet_bounds(weights: PlaneWeights, rows: int) -> np.ndarray:
-    """Largest symbol magnitude [C] each context can meet (at least 1): a block's first coding up to its limit, a
-    later one 2**h - 1 for h halvings, as significance and as refinement."""
-    bound = np.ones(PLANE_CONTEXTS, dtype=np.int64)
-    blocks = np.tile(weights.block_of_position, (rows // weights.transform.positions, 1)).ravel()
-    for k in range(weights.layer_count):
-        plan = weights.plan(k, rows)
-        chosen = blocks[plan.index]
-        first = np.floor(weights.limit[chosen] / weights.step(weights.levels[k][chosen]))
-        reach = np.where(plan.halvings > 0, 2 ** plan.halvings - 1, first).astype(np.int64)
-        np.maximum.at(bound, plan.static_key, reach)
-        np.maximum.at(bound, plan.refine_key[plan.halvings > 0], reach[plan.halvings > 0])
-    return bound
-
-
 def decoded_states(weights: PlaneWeights, x: np.ndarray) -> Iterator[PlaneState]:
     """The decoder's state after each layer of tokens x [N, D] (the encoder's symbols, without entropy coding)."""
     fine, sign = finest_magnitudes(weights, x)
@@ -356,7 +341,7 @@ def decoded_states(weights: PlaneWeights, x: np.ndarray) -> Iterator[PlaneState]
 
 def count_tables(weights: PlaneWeights, views: np.ndarray) -> dict[str, np.ndarray]:
     """Integer tables [C, A] counted on token views [S, N, D] (the codec's own states), each symbol <= 1 - 2**-9."""
-    bound = alphabet_bounds(weights, views.shape[1])
+    bound = np.maximum(weights.symbol_reach, 1)  # every context's table spans at least -1..1
     refinement = np.arange(PLANE_CONTEXTS) >= SIGNIFICANCE_CONTEXTS
     offsets = np.where(refinement, 0, -bound)
     sizes = np.where(refinement, bound + 1, 2 * bound + 1)
