@@ -197,3 +197,20 @@ def test_counted_nouns_have_the_right_plural():
                                                                                        "0 complete layers"]
     assert [plural(1, "entry"), plural(5, "entry"), plural(3, "single-image process")] == [
         "1 entry", "5 entries", "3 single-image processes"]
+
+
+def test_a_large_lite_dense_batch_uses_the_compiled_encoder_with_the_same_bytes(photos, tmp_path, monkeypatch,
+                                                                               valid_report):
+    pytest.importorskip("numba")
+    from prosemc.cli import main_job
+
+    single = invoke("encode", str(photos / "cat.jpg"), "--model", "lite-dense", "-o", str(tmp_path / "one.psem"),
+                    "--json")
+    assert single.exit_code == 0 and json.loads(single.stdout)["runtime"]["coder"] == "constriction"
+    monkeypatch.setattr(main_job, "COMPILED_BATCH", 2)  # a 256-image batch, in two images
+    out = tmp_path / "batch"
+    result = invoke("encode", str(photos / "cat.jpg"), str(photos / "cup.jpg"), "--model", "lite-dense",
+                    "--out-dir", str(out), "--json")
+    report = valid_report(result.stdout, "encode")
+    assert result.exit_code == 0 and [r["runtime"]["coder"] for r in report["results"]] == ["numba", "numba"]
+    assert (out / "cat.psem").read_bytes() == (tmp_path / "one.psem").read_bytes()
