@@ -94,6 +94,7 @@ class StreamPlan:
 
     @classmethod
     def join(cls, plans: Sequence[LayerPlan]) -> "StreamPlan":
+        """The layers' plans [K], in order, as one stream plan."""
         runs = []
         for p in plans:
             columns = np.stack([p.index, p.shift, p.known_shift, p.halvings, p.refine_key]).astype(np.int64)
@@ -409,4 +410,5 @@ class PlaneMetaAECodec(LayeredWeightsCodec):
         return state
 
 
-__all__ = ["PlaneMetaAECodec", "PlaneWeights", "PlaneState", "LayerPlan", "StreamPlan", "block_map", "layer_symbols", "finest_magnitudes"]
+__all__ = ["PlaneMetaAECodec", "PlaneWeights", "PlaneState", "LayerPlan", "StreamPlan", "block_map", "layer_symbols",
+           "finest_magnitudes"]
