@@ -6,7 +6,8 @@
            layer k, every block whose level rises from p to j:
              not yet significant:  symbol = sign(c) * floor(|c| / step_j)             (0 while |c| < step_j)
              significant:          symbol = the j - p new bits of floor(|c| / step_j)  (0 .. 2**(j - p) - 1)
-           ANS-coded with integer tables shared by all layers, chosen by an integer context
+           ANS-coded with integer tables shared by all layers, chosen by an integer context (numpy below, or the
+           same bytes from one compiled loop: prosemc.codec.metaae_planes_kernel)
     cloud  any prefix --> |c'| = (m + delta) * step of the block's level where m > 0, else 0 --> tokens' = inverse
 
 Embedded dead-zone quantisation (as JPEG 2000's bit planes): halving a block's step costs one refinement bit per
