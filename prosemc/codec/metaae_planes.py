@@ -265,11 +265,9 @@ def finest_magnitudes(weights: PlaneWeights, tokens: np.ndarray) -> tuple[np.nda
     """floor(|c| / step at the block's final level) and sign(c), both [N * D] int32 (build() checks that limit /
     finest step < 2**30), of tokens [N, D] (whole tiles): coefficients clipped to their block's limit; 0 in blocks
     no layer codes."""
-    w = weights
-    blocks = np.tile(w.block_of_position, (tokens.shape[0] // w.transform.positions, 1))
-    limit = w.limit[blocks]
-    c = np.clip(w.transform.forward(tokens), -limit, limit).ravel()
-    finest = w.step(w.levels[-1])[blocks].ravel()
+    tiles = tokens.shape[0] // weights.transform.positions
+    limit, finest = (np.tile(bound, tiles) for bound in weights.tile_bounds)
+    c = np.clip(weights.transform.forward(tokens).ravel(), -limit, limit)
     fine = np.floor(np.abs(c) / np.where(finest > 0, finest, np.inf)).astype(np.int32)
     return fine, np.sign(c).astype(np.int32)
 
